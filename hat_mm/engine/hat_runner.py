@@ -1,0 +1,72 @@
+"""``runner_type='HATRunner'``: puts HAT on any mmpretrain classifier config.
+
+mmengine refuses a top-level key defined by two sibling ``_base_`` files, so the HAT overlay
+(``configs/_base_/hat.py``) cannot redefine ``model`` or ``custom_hooks`` next to an
+mmpretrain recipe. It sets ``runner_type='HATRunner'`` and a top-level ``hat`` dict instead,
+and :func:`apply_hat` rewrites the merged config before the runner is built:
+
+- ``model.type``: ``ImageClassifier`` -> ``HATImageClassifier``, ``TimmClassifier`` ->
+  ``HATTimmClassifier`` (HAT types are kept), ``model.hat`` <- ``hat`` (fields already set
+  in ``model.hat`` win);
+- ``custom_hooks`` gets a ``HATPhaseHook`` unless it has one (the recipe's hooks are kept);
+- ``model_wrapper_cfg`` defaults to ``HATDistributedDataParallel``.
+
+The rewritten config is the one dumped to the work dir, so it shows what actually ran.
+"""
+import copy
+
+from mmengine.config import Config, ConfigDict
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+HAT_CLASSIFIER_TYPES = {
+    'ImageClassifier': 'HATImageClassifier',
+    'TimmClassifier': 'HATTimmClassifier',
+}
+HAT_WRAPPERS = ('HATDistributedDataParallel', )
+
+
+def _short_type(type_name) -> str:
+    return type_name.split('.')[-1] if isinstance(type_name, str) else type_name.__name__
+
+
+def apply_hat(cfg: Config) -> Config:
+    """Return a copy of ``cfg`` set up for HAT training (see the module docstring)."""
+    cfg = copy.deepcopy(cfg)
+    model = cfg.get('model')
+    if model is None:
+        raise KeyError('The config has no `model`; HAT needs an mmpretrain classifier.')
+    model_type = _short_type(model.get('type', 'ImageClassifier'))
+    if model_type in HAT_CLASSIFIER_TYPES:
+        model['type'] = HAT_CLASSIFIER_TYPES[model_type]
+    elif model_type not in HAT_CLASSIFIER_TYPES.values():
+        supported = sorted(HAT_CLASSIFIER_TYPES) + sorted(HAT_CLASSIFIER_TYPES.values())
+        raise TypeError(f'HAT cannot train model.type={model_type!r}; supported classifier '
+                        f'types are {supported}.')
+    hat = dict(cfg.get('hat') or {})
+    hat.update(model.get('hat') or {})
+    model['hat'] = hat
+
+    hooks = list(cfg.get('custom_hooks') or [])
+    if not any(_short_type(h.get('type', '')) == 'HATPhaseHook' for h in hooks):
+        hooks.append(ConfigDict(type='HATPhaseHook'))
+    cfg.custom_hooks = hooks
+
+    wrapper = cfg.get('model_wrapper_cfg')
+    if wrapper is None:
+        cfg.model_wrapper_cfg = ConfigDict(type='HATDistributedDataParallel')
+    elif _short_type(wrapper.get('type', 'MMDistributedDataParallel')) not in HAT_WRAPPERS:
+        raise TypeError(
+            f"model_wrapper_cfg.type={wrapper.get('type')!r} would bypass the HAT step under "
+            "distributed training; use model_wrapper_cfg=dict(type='HATDistributedDataParallel')"
+            ' (keyword arguments such as find_unused_parameters go beside it).')
+    return cfg
+
+
+@RUNNERS.register_module()
+class HATRunner(Runner):
+    """mmengine ``Runner`` that applies :func:`apply_hat` to its config."""
+
+    @classmethod
+    def from_cfg(cls, cfg: Config) -> Runner:
+        return super().from_cfg(apply_hat(cfg))

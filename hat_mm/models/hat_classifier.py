@@ -1,0 +1,138 @@
+"""mmpretrain classifiers whose ``train_step`` is the HAT update.
+
+A config turns HAT on by changing the classifier's type and adding a ``hat`` dict, everything
+else (backbone, neck, head, loss, data preprocessor and its mixup/cutmix) stays as inherited:
+
+    model = dict(type='HATImageClassifier', hat=dict(adv_iters=3, adv_eps=2 / 255, ...))
+
+Checkpoint keys are those of the plain classifier (``backbone.*``, ``head.*``), so a HAT
+checkpoint loads wherever a plain mmpretrain checkpoint does.
+"""
+import warnings
+from contextlib import contextmanager
+from typing import Dict, List, Optional, Union
+
+import torch
+from mmengine.optim import OptimWrapper
+from mmpretrain.models import ImageClassifier, TimmClassifier
+from mmpretrain.registry import MODELS
+from mmpretrain.structures import DataSample
+
+from ..hat_update import HATConfig, hat_backward
+
+
+class HATClassifierMixin:
+    """Adds the HAT training step to an mmpretrain classifier.
+
+    The phase (adversarial with K = ``hat.adv_iters`` passes, or K = 1 afterwards) is set by
+    :class:`hat_mm.engine.HATPhaseHook` through :meth:`set_hat_phase`.
+    """
+
+    def _init_hat(self, hat: Optional[Union[dict, HATConfig]]) -> None:
+        self.hat = hat if isinstance(hat, HATConfig) else HATConfig.from_cfg(hat)
+        self.hat_adversarial = True
+        self._hat_phase_managed = False
+
+    def set_hat_phase(self, adversarial: bool) -> None:
+        self.hat_adversarial = bool(adversarial)
+        self._hat_phase_managed = True
+
+    # -- what a classifier family must provide -------------------------------------------
+    def hat_classification_loss(self, logits: torch.Tensor,
+                                data_samples: List[DataSample]) -> Dict[str, torch.Tensor]:
+        """The configured classification loss of ``logits``; a dict with key ``loss``."""
+        raise NotImplementedError
+
+    def loss(self, inputs, data_samples):
+        if self.training:
+            raise RuntimeError(
+                f'{type(self).__name__}.loss() was called in training mode: a wrapper ran the '
+                'plain training step instead of the HAT step (mmengine\'s '
+                'MMDistributedDataParallel does that). Set '
+                "model_wrapper_cfg=dict(type='HATDistributedDataParallel').")
+        return super().loss(inputs, data_samples)
+
+    # -- the training step ----------------------------------------------------------------
+    def train_step(self, data: Union[dict, tuple, list],
+                   optim_wrapper: OptimWrapper) -> Dict[str, torch.Tensor]:
+        return self.hat_train_step(data, optim_wrapper, runner_model=self)
+
+    def hat_train_step(self, data, optim_wrapper: OptimWrapper,
+                       runner_model: torch.nn.Module) -> Dict[str, torch.Tensor]:
+        """One HAT iteration. ``runner_model`` is ``self`` or the DDP wrapper around it."""
+        if not self._hat_phase_managed and self.hat.adv_epochs > 0:
+            self._hat_phase_managed = True  # warn once
+            warnings.warn('HATPhaseHook is not in custom_hooks: the adversarial phase will '
+                          'not end at hat.adv_epochs. Use the overlay configs/_base_/hat.py '
+                          "(runner_type='HATRunner' adds the hook) or add "
+                          "custom_hooks=[dict(type='HATPhaseHook')].")
+        with optim_wrapper.optim_context(runner_model):
+            data = self.data_preprocessor(data, True)
+        inputs, data_samples = data['inputs'], data['data_samples']
+
+        adversarial = self.hat_adversarial and self.hat.adv_epochs > 0
+        num_iters = self.hat.adv_iters if adversarial else 1
+        with_kl = adversarial or self.hat.kl_after_adv
+        extra_logs: Dict[str, torch.Tensor] = {}
+
+        def forward(x):
+            with optim_wrapper.optim_context(runner_model):
+                return runner_model(x, mode='tensor')
+
+        def clean_forward(x):
+            with optim_wrapper.optim_context(self):
+                return self(x, mode='tensor')
+
+        def classification_loss(logits, x):
+            losses = self.hat_classification_loss(logits.float(), data_samples)
+            for name, value in losses.items():
+                if name != 'loss' and name not in extra_logs:
+                    extra_logs[name] = value.detach()
+            return losses['loss']
+
+        def backward(loss, last):
+            loss = optim_wrapper.scale_loss(loss)  # gradient accumulation, if configured
+            if last:
+                optim_wrapper.backward(loss)  # counts the iteration
+            else:
+                scaler = getattr(optim_wrapper, 'loss_scaler', None)
+                (scaler.scale(loss) if scaler is not None else loss).backward()
+
+        no_sync = getattr(runner_model, 'no_sync', None)
+        log_vars, _ = hat_backward(
+            forward, clean_forward, classification_loss, inputs, backward, self.hat,
+            num_iters=num_iters, with_kl=with_kl, no_sync=no_sync)
+        if optim_wrapper.should_update():
+            optim_wrapper.step()
+            optim_wrapper.zero_grad()
+        log_vars.update(extra_logs)
+        return log_vars
+
+
+@MODELS.register_module()
+class HATImageClassifier(HATClassifierMixin, ImageClassifier):
+    """:class:`mmpretrain.models.ImageClassifier` trained with HAT.
+
+    Args:
+        hat (dict): fields of :class:`hat_mm.hat_update.HATConfig`; validated when the model
+            is built. Other arguments are those of ``ImageClassifier``.
+    """
+
+    def __init__(self, *args, hat: Optional[dict] = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_hat(hat)
+
+    def hat_classification_loss(self, logits, data_samples):
+        return self.head._get_loss(logits, data_samples)
+
+
+@MODELS.register_module()
+class HATTimmClassifier(HATClassifierMixin, TimmClassifier):
+    """:class:`mmpretrain.models.TimmClassifier` (any timm model) trained with HAT."""
+
+    def __init__(self, *args, hat: Optional[dict] = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_hat(hat)
+
+    def hat_classification_loss(self, logits, data_samples):
+        return self._get_loss(logits, data_samples)

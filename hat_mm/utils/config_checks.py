@@ -1,0 +1,47 @@
+"""Early checks of a config's inputs, with messages that say how to fix them."""
+import os.path as osp
+from typing import Iterable, Iterator, Tuple
+
+DEMO_HINT = ('For the embedded demo data run: python tools/dataset_converters/'
+             'make_digits_imagenet.py data/digits')
+
+
+def _datasets(cfg, prefix: str) -> Iterator[Tuple[str, dict]]:
+    """Yield ``(config path, dataset cfg)``, looking inside dataset wrappers."""
+    if not isinstance(cfg, dict):
+        return
+    if 'datasets' in cfg:  # ConcatDataset and friends
+        for i, sub in enumerate(cfg['datasets']):
+            yield from _datasets(sub, f'{prefix}.datasets[{i}]')
+    elif 'dataset' in cfg:  # RepeatDataset, ClassBalancedDataset, ...
+        yield from _datasets(cfg['dataset'], f'{prefix}.dataset')
+    else:
+        yield prefix, cfg
+
+
+def check_dataset_paths(cfg, dataloader_keys: Iterable[str]) -> None:
+    """Fail early when a dataloader's ``data_root`` or ``ann_file`` does not exist."""
+    for key in dataloader_keys:
+        loader = cfg.get(key)
+        if not loader or 'dataset' not in loader:
+            continue
+        for where, ds in _datasets(loader['dataset'], f'{key}.dataset'):
+            root = ds.get('data_root') or ''
+            if '://' in str(root):
+                continue  # remote storage: leave it to the file backend
+            if root and not osp.isdir(root):
+                raise FileNotFoundError(
+                    f"{where}.data_root='{root}' does not exist (looked in "
+                    f"{osp.abspath(root)}). Put the dataset there (ImageNet layout: "
+                    f'<data_root>/train/<class>/*.JPEG, <data_root>/val/*.JPEG, '
+                    f'<data_root>/meta/train.txt and val.txt; see README "Data") or point '
+                    f'the config at it: --cfg-options {where}.data_root=/path/to/data. '
+                    f'{DEMO_HINT}')
+            ann = ds.get('ann_file') or ''
+            if ann and '://' not in str(ann):
+                path = ann if osp.isabs(ann) else osp.join(root, ann)
+                if not osp.isfile(path):
+                    raise FileNotFoundError(
+                        f"{where}.ann_file='{ann}' does not exist (looked for {path}). Create "
+                        f'it or set --cfg-options {where}.ann_file=... (an empty ann_file '
+                        'makes mmpretrain scan class folders).')

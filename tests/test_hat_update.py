@@ -1,0 +1,237 @@
+"""The HAT update against an independent plain-PyTorch reference (SPEC section 1)."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from mmengine.optim import OptimWrapper
+
+from hat_mm import HATConfig, hat_backward, symmetric_kl
+
+from .helpers import NUM_CLASSES, random_batch, tiny_vit_classifier
+
+EPS, ALPHA, W_KL, W_CE = 2 / 255, 1 / 255, 0.01, 3.0
+
+
+def reference_hat(model, x, target, K, loss_kind, eps=EPS, alpha=ALPHA, w_kl=W_KL,
+                  w_ce=W_CE):
+    """SPEC section 1 written out with plain torch; returns (param grads, deltas used)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def ce(z):
+        if loss_kind == 'hard':
+            return F.cross_entropy(z, target)
+        if loss_kind == 'smooth':  # mmpretrain LabelSmoothLoss, mode='original', 0.1
+            y = F.one_hot(target, NUM_CLASSES).float() * 0.9 + 0.1 / NUM_CLASSES
+        else:
+            y = target
+        return -(y * F.log_softmax(z, -1)).sum(-1).mean()
+
+    with torch.no_grad():
+        pc = F.softmax(model(x, mode='tensor'), -1)
+    grads = [torch.zeros_like(p) for p in params]
+    delta = torch.zeros_like(x)
+    deltas = []
+    for k in range(K):
+        d = delta.clone().requires_grad_(True)
+        z = model(x + d, mode='tensor')
+        p = F.softmax(z, -1)
+        kl = 0.5 * ((pc * (pc.log() - p.log())).sum(-1) + (p * (p.log() - pc.log())).sum(-1))
+        kl = kl.mean()
+        loss = ce(z) + w_kl * kl if k == 0 else (w_ce * ce(z) + w_kl * kl) / (K - 1)
+        out = torch.autograd.grad(loss, params + [d])
+        grads = [g + o for g, o in zip(grads, out[:-1])]
+        delta = torch.clamp(delta + alpha * out[-1].sign(), -eps, eps)
+        if k < K - 1:
+            deltas.append(delta)
+    return grads, deltas
+
+
+def _targets(data_samples, loss_kind):
+    if loss_kind == 'soft':
+        return torch.stack([s.gt_score for s in data_samples])
+    return torch.cat([s.gt_label for s in data_samples])
+
+
+LOSSES = {
+    'hard': dict(type='CrossEntropyLoss'),
+    'soft': dict(type='CrossEntropyLoss', use_soft=True),
+    'smooth': dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
+}
+
+
+@pytest.mark.parametrize('K', [1, 2, 3])
+@pytest.mark.parametrize('loss_kind', ['hard', 'soft', 'smooth'])
+def test_hat_backward_matches_reference(K, loss_kind):
+    model = tiny_vit_classifier(hat=dict(adv_iters=K), loss=LOSSES[loss_kind])
+    model.train()
+    data = model.data_preprocessor(random_batch(soft=loss_kind == 'soft'), True)
+    x, samples = data['inputs'], data['data_samples']
+
+    ref_model = copy.deepcopy(model)
+    ref_grads, ref_deltas = reference_hat(ref_model, x, _targets(samples, loss_kind), K,
+                                          loss_kind)
+
+    model.zero_grad()
+    log_vars, deltas = hat_backward(
+        forward=lambda v: model(v, mode='tensor'),
+        clean_forward=lambda v: model(v, mode='tensor'),
+        classification_loss=lambda z, v: model.head._get_loss(z, samples)['loss'],
+        inputs=x, backward=lambda loss, last: loss.backward(), hat=model.hat, num_iters=K)
+
+    assert len(deltas) == len(ref_deltas) == K - 1
+    for d, rd in zip(deltas, ref_deltas):
+        assert d.abs().max() <= EPS + 1e-7
+        assert d.abs().max() > 0  # the perturbation really moved
+        torch.testing.assert_close(d, rd, rtol=0, atol=1e-7)
+    for (name, p), g in zip(model.named_parameters(), ref_grads):
+        torch.testing.assert_close(p.grad, g, rtol=1e-5, atol=1e-7, msg=name)
+    assert set(log_vars) >= {'loss', 'loss_ce_clean', 'loss_kl_clean'}
+    assert ('loss_ce_adv' in log_vars) == (K > 1)
+
+
+def test_train_step_matches_reference_with_mixup():
+    """The runner's path: preprocessing with mixup once, K passes, one SGD step."""
+    K = 3
+    model = tiny_vit_classifier(hat=dict(adv_iters=K), loss=LOSSES['soft'])
+    model.data_preprocessor = type(model.data_preprocessor)(
+        num_classes=NUM_CLASSES, mean=[127.5] * 3, std=[60.0] * 3,
+        batch_augments=dict(augments=[dict(type='Mixup', alpha=0.8)]))
+    model.set_hat_phase(True)
+    model.train()
+    batch = random_batch(n=8)
+
+    def seeded():
+        torch.manual_seed(123)
+        import numpy as np
+        np.random.seed(123)
+
+    ref_model = copy.deepcopy(model)
+    seeded()
+    data = ref_model.data_preprocessor(copy.deepcopy(batch), True)
+    targets = _targets(data['data_samples'], 'soft')
+    assert not torch.allclose(targets.max(-1).values, torch.ones(8))  # really mixed
+    ref_grads, _ = reference_hat(ref_model, data['inputs'], targets, K, 'soft')
+    expected = [p.detach() - 0.5 * g for p, g in zip(ref_model.parameters(), ref_grads)]
+
+    optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.5))
+    seeded()
+    log_vars = model.train_step(copy.deepcopy(batch), optim)
+    for (name, p), e in zip(model.named_parameters(), expected):
+        torch.testing.assert_close(p.detach(), e, rtol=1e-5, atol=1e-6, msg=name)
+    assert all(p.grad is None or not p.grad.any() for p in model.parameters())  # zeroed
+    assert torch.isfinite(log_vars['loss_kl_adv'])
+
+
+def test_after_adv_phase_is_single_pass_with_kl():
+    model = tiny_vit_classifier(hat=dict(adv_iters=3), loss=LOSSES['hard'])
+    model.train()
+    model.set_hat_phase(False)
+    calls = []
+    model.register_forward_hook(lambda m, i, o: calls.append(torch.is_grad_enabled()))
+    optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1))
+    log_vars = model.train_step(random_batch(), optim)
+    assert calls == [False, True]  # clean no-grad forward + one pass (K = 1)
+    assert 'loss_kl_clean' in log_vars and 'loss_ce_adv' not in log_vars
+
+    plain = tiny_vit_classifier(hat=dict(adv_iters=3, kl_after_adv=False), loss=LOSSES['hard'])
+    plain.train()
+    plain.set_hat_phase(False)
+    calls.clear()
+    plain.register_forward_hook(lambda m, i, o: calls.append(torch.is_grad_enabled()))
+    log_vars = plain.train_step(random_batch(), OptimWrapper(
+        torch.optim.SGD(plain.parameters(), lr=0.1)))
+    assert calls == [True] and set(log_vars) == {'loss', 'loss_ce_clean'}
+
+
+class _ScaledOptimWrapper(OptimWrapper):
+    """An OptimWrapper with a CPU GradScaler, as AmpOptimWrapper has on GPU."""
+
+    def __init__(self, scale, **kwargs):
+        super().__init__(**kwargs)
+        self.loss_scaler = torch.amp.GradScaler('cpu', init_scale=scale)
+
+    def backward(self, loss, **kwargs):
+        self.loss_scaler.scale(loss).backward(**kwargs)
+        self._inner_count += 1
+
+    def step(self, **kwargs):
+        self.loss_scaler.unscale_(self.optimizer)
+        if self.clip_grad_kwargs:
+            self._clip_grad()
+        self.loss_scaler.step(self.optimizer, **kwargs)
+        self.loss_scaler.update()
+
+
+def test_loss_scaling_scales_every_pass_and_keeps_the_update():
+    """fp16 loss scaling: every backward is scaled, sign(g) and the update are unchanged."""
+    results = []
+    for scale in (1.0, 2.0**14):
+        model = tiny_vit_classifier(hat=dict(adv_iters=3), loss=LOSSES['hard'])
+        model.train()
+        model.set_hat_phase(True)
+        optim = _ScaledOptimWrapper(scale, optimizer=torch.optim.SGD(
+            model.parameters(), lr=0.5), clip_grad=dict(max_norm=0.05))
+        seen = []
+        orig_scale = optim.loss_scaler.scale
+        optim.loss_scaler.scale = lambda t: seen.append(1) or orig_scale(t)
+        model.train_step(random_batch(), optim)
+        assert len(seen) == 3  # every one of the K backward passes is scaled
+        results.append([p.detach().clone() for p in model.parameters()])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_gradient_clipping_sees_the_accumulated_gradient():
+    model = tiny_vit_classifier(hat=dict(adv_iters=3), loss=LOSSES['hard'])
+    model.train()
+    model.set_hat_phase(True)
+    optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=1.0),
+                         clip_grad=dict(max_norm=0.01))
+    norms = []
+    orig = optim._clip_grad
+    optim._clip_grad = lambda: norms.append(
+        torch.norm(torch.stack([p.grad.norm() for p in model.parameters()
+                                if p.grad is not None]))) or orig()
+    before = [p.detach().clone() for p in model.parameters()]
+    ref = copy.deepcopy(model)
+    data = ref.data_preprocessor(random_batch(), True)
+    grads, _ = reference_hat(ref, data['inputs'], _targets(data['data_samples'], 'hard'), 3,
+                             'hard')
+    model.train_step(random_batch(), optim)
+    total = torch.norm(torch.stack([g.norm() for g in grads]))
+    assert len(norms) == 1
+    torch.testing.assert_close(norms[0], total, rtol=1e-5, atol=0)
+    step = torch.norm(torch.stack([(p.detach() - b).norm()
+                                   for p, b in zip(model.parameters(), before)]))
+    torch.testing.assert_close(step, torch.tensor(0.01), rtol=1e-4, atol=0)
+
+
+def test_symmetric_kl_matches_formula_and_is_zero_at_equality():
+    torch.manual_seed(0)
+    a, b = torch.randn(4, 7), torch.randn(4, 7)
+    pa, pb = a.softmax(-1), b.softmax(-1)
+    expected = 0.5 * (F.kl_div(pb.log(), pa, reduction='batchmean')
+                      + F.kl_div(pa.log(), pb, reduction='batchmean'))
+    torch.testing.assert_close(symmetric_kl(pa, b), expected)
+    assert symmetric_kl(pa, a).abs() < 1e-6
+
+
+@pytest.mark.parametrize('field,value', [('adv_eps', -0.1), ('adv_iters', 0),
+                                         ('adv_lr', 0.0), ('adv_lr', -1.0),
+                                         ('adv_kl_weight', -1.0), ('adv_epochs', -1),
+                                         ('adv_iters', 1.5)])
+def test_invalid_hat_parameters_fail_at_model_build_naming_the_field(field, value):
+    with pytest.raises(ValueError, match=rf'hat\.{field}='):
+        tiny_vit_classifier(hat={field: value})
+
+
+def test_unknown_hat_field_is_named():
+    with pytest.raises(ValueError, match='hat.adv_iter'):
+        tiny_vit_classifier(hat=dict(adv_iter=3))
+
+
+def test_defaults_are_the_official_ones():
+    h = HATConfig()
+    assert (h.adv_iters, h.adv_epochs, h.adv_kl_weight, h.adv_ce_weight) == (3, 200, 0.01, 3.0)
+    assert abs(h.adv_eps - 0.00784314) < 1e-8 and abs(h.adv_lr - 1 / 255) < 1e-12

@@ -1,0 +1,80 @@
+#!/usr/bin/env python
+"""Evaluate a checkpoint with mmengine's runner (classification: top-1/top-5; detection and
+segmentation configs use their own metrics -- the config's ``default_scope`` decides).
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--amp] [--out metrics.json]
+                                          [--cfg-options k=v ...] [--launcher pytorch]
+    bash tools/dist_test.sh CONFIG CHECKPOINT GPUS [same options]
+
+Every weight of the model must be in the checkpoint with the right shape; a mismatch is
+reported by name and nothing is evaluated.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Test (evaluate) a checkpoint')
+    parser.add_argument('config', help='config file')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='where the evaluation log goes')
+    parser.add_argument('--amp', action='store_true', help='evaluate under autocast')
+    parser.add_argument('--out', help='write the metrics to this JSON file')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
+                        help='override config entries')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import hat_mm  # noqa: F401
+    from hat_mm.utils import check_checkpoint_file, check_dataset_paths, load_weights_strict
+
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    cfg.launcher = args.launcher
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    if args.amp:
+        cfg.test_cfg = dict(cfg.get('test_cfg') or {}, fp16=True)
+    check_dataset_paths(cfg, ['test_dataloader'])
+    check_checkpoint_file(args.checkpoint)
+    cfg.load_from, cfg.resume = None, False  # loaded below, strictly
+    if args.launcher != 'none' and not torch.cuda.is_available() \
+            and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend='gloo')
+
+    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+    model = runner.model.module if hasattr(runner.model, 'module') else runner.model
+    load_weights_strict(model, args.checkpoint)
+    runner.logger.info(f'Loaded every weight of the model from {args.checkpoint}')
+    metrics = runner.test()
+
+    if runner.rank == 0:
+        shown = '  '.join(f'{k}: {v:.2f}' if isinstance(v, float) else f'{k}: {v}'
+                          for k, v in metrics.items())
+        print(f'Test results of {args.checkpoint}: {shown}', flush=True)
+        if args.out:
+            with open(args.out, 'w') as f:
+                json.dump({k: (float(v) if isinstance(v, (int, float)) else str(v))
+                           for k, v in metrics.items()}, f, indent=2)
+    return metrics
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,105 @@
+#!/usr/bin/env python
+"""Train with mmengine's runner: HAT pretraining, or any OpenMMLab config (the config's
+``default_scope`` -- mmpretrain, mmdet, mmseg -- decides the registries).
+
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp [fp16|bf16]]
+                                 [--cfg-options k=v ...] [--launcher pytorch|slurm|mpi]
+    bash tools/dist_train.sh CONFIG GPUS [same options]
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Train a model (HAT, mmpretrain/mmdet/mmseg)')
+    parser.add_argument('config', help='config file')
+    parser.add_argument('--work-dir', help='where logs and checkpoints go '
+                        '(default: ./work_dirs/<config name>)')
+    parser.add_argument('--resume', nargs='?', type=str, const='auto',
+                        help='resume from CKPT, or without a value from the latest '
+                        'checkpoint in the work dir')
+    parser.add_argument('--amp', nargs='?', const='fp16', choices=['fp16', 'bf16'],
+                        help='mixed precision through mmengine AmpOptimWrapper '
+                        '(fp16 with dynamic loss scaling, or bf16)')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='scale the LR linearly with the total batch size '
+                        '(cfg.auto_scale_lr.base_batch_size)')
+    parser.add_argument('--no-validate', action='store_true',
+                        help='do not evaluate during training')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
+                        help='override config entries, e.g. hat.adv_iters=2 '
+                        'train_dataloader.batch_size=64')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def merge_args(cfg, args):
+    """Apply the command-line options to the config."""
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    cfg.launcher = args.launcher
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    if args.amp:
+        if not (torch.cuda.is_available() or cfg.optim_wrapper.get('type') ==
+                'AmpOptimWrapper'):
+            raise SystemExit('--amp needs a GPU: mmengine AmpOptimWrapper runs on CUDA '
+                             'devices only. Drop --amp to train in fp32 on this machine.')
+        wrapper_type = cfg.optim_wrapper.get('type', 'OptimWrapper')
+        if wrapper_type not in ('OptimWrapper', 'AmpOptimWrapper'):
+            raise SystemExit(f'--amp cannot be combined with optim_wrapper.type='
+                             f'{wrapper_type}')
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+        cfg.optim_wrapper.dtype = 'bfloat16' if args.amp == 'bf16' else 'float16'
+    if args.auto_scale_lr:
+        cfg.setdefault('auto_scale_lr', {})['enable'] = True
+    if args.no_validate:
+        cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+    if args.resume == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume is not None:
+        cfg.resume, cfg.load_from = True, args.resume
+    return cfg
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import hat_mm  # noqa: F401  registers HAT parts; allow-lists mmengine checkpoint classes
+    from hat_mm.utils import check_checkpoint_file, check_dataset_paths
+
+    cfg = merge_args(Config.fromfile(args.config), args)
+    loaders = ['train_dataloader'] + (['val_dataloader'] if cfg.get('val_cfg') else [])
+    check_dataset_paths(cfg, loaders)
+    for key in ('load_from', ):
+        if cfg.get(key):
+            check_checkpoint_file(cfg.get(key), 'resume checkpoint' if cfg.get('resume')
+                                  else 'load_from checkpoint')
+    if args.launcher != 'none' and not torch.cuda.is_available() \
+            and not torch.distributed.is_initialized():
+        # mmengine's launcher would call torch.cuda.set_device; on CPU use gloo directly.
+        torch.distributed.init_process_group(backend='gloo')
+        cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+
+    if 'runner_type' in cfg:
+        runner = RUNNERS.build(cfg)
+    else:
+        runner = Runner.from_cfg(cfg)
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()
