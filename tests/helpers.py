@@ -24,8 +24,7 @@ def tiny_vit_classifier(hat=None, loss=None, hat_type='HATImageClassifier', **he
     if hat_type is not None and hat_type.startswith('HAT'):
         cfg['hat'] = hat or {}
     torch.manual_seed(0)
-    model = MODELS.build(cfg)
-    model.init_weights()
+    model = MODELS.build(cfg)  # PyTorch default init: a non-zero head, unlike init_weights
     return model
 
 

@@ -106,3 +106,20 @@ def test_switch_at_adv_epochs_and_resume_equals_uninterrupted(digits_root, tmp_p
     assert moved > 1e-4  # the last two epochs changed the weights
     for k, v in expected.items():
         torch.testing.assert_close(got[k], v, rtol=1e-5, atol=1e-6, msg=k)
+
+
+class _SneakyGetattr:
+    """Pickles as getattr('', '__class__'): the first step of a sandbox escape."""
+
+    def __reduce__(self):
+        return getattr, ('', '__class__')
+
+
+def test_weights_only_protection_stays_on(tmp_path):
+    import pickle
+
+    import hat_mm  # noqa: F401  installs the allow-list
+    path = tmp_path / 'evil.pth'
+    torch.save({'state_dict': {}, 'x': _SneakyGetattr()}, path)
+    with pytest.raises(pickle.UnpicklingError, match='not allowed'):
+        torch.load(path)

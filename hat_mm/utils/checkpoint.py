@@ -3,8 +3,12 @@
 torch >= 2.6 loads with ``weights_only=True``; mmengine 0.10.7 stores a few of its own and
 numpy objects in checkpoints (the message hub's ``HistoryBuffer`` ...), so its ``resume``
 fails. Instead of turning the protection off for every file, the few classes that mmengine
-writes are added to torch's allow-list of safe globals.
+writes are added to torch's allow-list of safe globals. ``HistoryBuffer`` pickles its
+statistics methods as ``getattr(HistoryBuffer, 'mean')``; allowing ``getattr`` itself would
+open the door to arbitrary code, so the name ``builtins.getattr`` is mapped to
+:func:`_history_buffer_getattr`, which resolves those methods and nothing else.
 """
+import pickle
 import os.path as osp
 import zipfile
 from typing import Dict
@@ -15,6 +19,18 @@ import torch
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used, with the reason and the fix in the message."""
+
+
+_HISTORY_BUFFER_METHODS = ('min', 'max', 'current', 'mean')  # registered by mmengine itself
+
+
+def _history_buffer_getattr(obj, name: str):
+    from mmengine.logging import HistoryBuffer
+    if isinstance(obj, type) and issubclass(obj, HistoryBuffer) \
+            and (name in _HISTORY_BUFFER_METHODS or name in HistoryBuffer._statistics_methods):
+        return getattr(obj, name)
+    raise pickle.UnpicklingError(
+        f'getattr({obj!r}, {name!r}) is not allowed when loading weights only')
 
 
 def allow_mmengine_checkpoint_classes() -> None:
@@ -29,6 +45,7 @@ def allow_mmengine_checkpoint_classes() -> None:
     safe += [type(np.dtype(t)) for t in
              ('float16', 'float32', 'float64', 'int8', 'int16', 'int32', 'int64', 'uint8',
               'bool', 'complex64', 'complex128')]
+    safe.append((_history_buffer_getattr, 'builtins.getattr'))
     add(safe)
 
 
