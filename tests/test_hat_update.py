@@ -235,3 +235,39 @@ def test_defaults_are_the_official_ones():
     h = HATConfig()
     assert (h.adv_iters, h.adv_epochs, h.adv_kl_weight, h.adv_ce_weight) == (3, 200, 0.01, 3.0)
     assert abs(h.adv_eps - 0.00784314) < 1e-8 and abs(h.adv_lr - 1 / 255) < 1e-12
+
+
+def test_timm_classifier_gets_the_same_update():
+    """HATTimmClassifier (any timm model) runs the same update as the reference."""
+    import hat_mm  # noqa: F401
+    from mmpretrain.registry import MODELS
+    torch.manual_seed(0)
+    model = MODELS.build(dict(
+        type='HATTimmClassifier', model_name='vit_tiny_patch16_224', pretrained=False,
+        num_classes=NUM_CLASSES, img_size=16, patch_size=4, depth=2,
+        loss=dict(type='CrossEntropyLoss'), hat=dict(adv_iters=3),
+        data_preprocessor=dict(type='mmpretrain.ClsDataPreprocessor',
+                               num_classes=NUM_CLASSES, mean=[127.5] * 3, std=[60.0] * 3)))
+    torch.nn.init.normal_(model.model.head.weight, std=0.5)  # timm zero-inits the head
+    model.train()
+    model.set_hat_phase(True)
+    data = model.data_preprocessor(random_batch(), True)
+    ref = copy.deepcopy(model)
+    grads, _ = reference_hat(ref, data['inputs'], _targets(data['data_samples'], 'hard'), 3,
+                             'hard')
+    expected = [p.detach() - 0.5 * g for p, g in zip(ref.parameters(), grads)]
+    model.train_step(random_batch(), OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.5)))
+    for (name, p), e in zip(model.named_parameters(), expected):
+        torch.testing.assert_close(p.detach(), e, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_plain_training_step_through_a_bypassing_wrapper_is_refused():
+    """What MMDistributedDataParallel.train_step does (forward mode='loss') must not
+    silently train a HAT model without HAT."""
+    model = tiny_vit_classifier(loss=LOSSES['hard'])
+    model.train()
+    data = model.data_preprocessor(random_batch(), True)
+    with pytest.raises(RuntimeError, match='HATDistributedDataParallel'):
+        model(data['inputs'], data['data_samples'], mode='loss')
+    model.eval()  # evaluation code may still compute losses
+    assert torch.isfinite(model(data['inputs'], data['data_samples'], mode='loss')['loss'])

@@ -87,6 +87,7 @@ def test_switch_at_adv_epochs_and_resume_equals_uninterrupted(digits_root, tmp_p
     per_epoch = {e: {(a, kl) for ep, a, kl in rec if ep == e} for e in range(4)}
     assert per_epoch == {0: {(True, True)}, 1: {(True, True)},
                          2: {(False, False)}, 3: {(False, False)}}
+    assert 'train/loss_kl_adv' not in full.message_hub.log_scalars  # no stale adv terms
     expected = {k: v.clone() for k, v in full.model.state_dict().items()}
 
     crashed = HATRunner.from_cfg(_cfg(digits_root, tmp_path / 'part', 'part', crash_after=1))

@@ -38,7 +38,7 @@ model = dict(
 
 # pixel statistics of the digits images (gray, replicated to RGB)
 data_preprocessor = dict(
-    num_classes=num_classes, mean=[80.0] * 3, std=[100.0] * 3, to_rgb=True)
+    num_classes=num_classes, mean=[79.0] * 3, std=[87.0] * 3, to_rgb=True)
 
 classes = [f'digit_{i}' for i in range(num_classes)]
 train_pipeline = [

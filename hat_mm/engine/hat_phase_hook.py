@@ -47,6 +47,11 @@ class HATPhaseHook(Hook):
                     f'{model.hat.adv_epochs}')
             else:
                 tail = 'clean forward + KL kept' if model.hat.kl_after_adv else 'plain loss'
+                # terms no longer produced would otherwise be shown, stale, by the logger
+                stale = ['loss_ce_adv', 'loss_kl_adv'] + (
+                    [] if model.hat.kl_after_adv else ['loss_kl_clean'])
+                for name in stale:
+                    runner.message_hub.log_scalars.pop(f'train/{name}', None)
                 runner.logger.info(f'HAT: adversarial phase over at epoch {runner.epoch} '
                                    f'(adv_epochs={model.hat.adv_epochs}): K=1, {tail}')
             self._adversarial = adversarial

@@ -1,0 +1,65 @@
+"""Checkpoint errors name the file and the problem; nothing is loaded on a mismatch."""
+import sys
+
+import pytest
+import torch
+
+from hat_mm.utils import CheckpointError, check_checkpoint_file, load_weights_strict
+
+from .helpers import tiny_vit_classifier
+from .runner_utils import DEMO_CONFIG, small_run_options, train
+
+
+def test_missing_and_corrupt_files_are_named(tmp_path):
+    with pytest.raises(CheckpointError, match='does not exist'):
+        check_checkpoint_file(str(tmp_path / 'nope.pth'))
+    good = tmp_path / 'good.pth'
+    torch.save({'state_dict': {'w': torch.arange(4000.)}}, good)
+    check_checkpoint_file(str(good))
+    truncated = tmp_path / 'truncated.pth'
+    truncated.write_bytes(good.read_bytes()[:len(good.read_bytes()) // 2])
+    with pytest.raises(CheckpointError, match='truncated.pth is corrupt'):
+        check_checkpoint_file(str(truncated))
+    flipped = bytearray(good.read_bytes())
+    flipped[len(flipped) // 2] ^= 0xFF  # one damaged byte inside the tensor data
+    damaged = tmp_path / 'damaged.pth'
+    damaged.write_bytes(bytes(flipped))
+    with pytest.raises(CheckpointError, match='damaged.pth is corrupt'):
+        check_checkpoint_file(str(damaged))
+    text = tmp_path / 'page.pth'
+    text.write_text('<html>404 Not Found</html>')
+    with pytest.raises(CheckpointError, match='page.pth is corrupt'):
+        check_checkpoint_file(str(text))
+
+
+def test_mismatched_checkpoint_is_reported_by_name(tmp_path):
+    model = tiny_vit_classifier()
+    state = model.state_dict()
+    state.pop('backbone.ln1.weight')
+    state['head.layers.head.weight'] = torch.zeros(7, 32)
+    state['neck.extra'] = torch.zeros(1)
+    path = tmp_path / 'other.pth'
+    torch.save({'state_dict': state}, path)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointError) as err:
+        load_weights_strict(model, str(path))
+    msg = str(err.value)
+    assert 'missing in checkpoint: backbone.ln1.weight' in msg
+    assert 'not in model: neck.extra' in msg
+    assert 'head.layers.head.weight: checkpoint (7, 32) vs model (5, 32)' in msg
+    for k, v in model.state_dict().items():  # nothing was loaded
+        assert torch.equal(v, before[k])
+    good = tmp_path / 'good.pth'
+    torch.save({'state_dict': {('module.' + k): v * 0 for k, v in before.items()}}, good)
+    load_weights_strict(model, str(good))  # DDP 'module.' prefixes are accepted
+    assert all(not v.any() for v in model.state_dict().values())
+
+
+def test_resume_from_corrupt_checkpoint_fails_before_training(digits_root, tmp_path):
+    bad = tmp_path / 'epoch_9.pth'
+    bad.write_bytes(b'\x00' * 100)
+    res = train(DEMO_CONFIG, tmp_path / 'w', small_run_options(digits_root),
+                extra=['--resume', str(bad)])
+    assert res.returncode != 0
+    assert f'resume checkpoint {bad} is corrupt' in res.stdout
+    assert bad.read_bytes() == b'\x00' * 100
