@@ -2,7 +2,7 @@
 """Evaluate a checkpoint with mmengine's runner (classification: top-1/top-5; detection and
 segmentation configs use their own metrics -- the config's ``default_scope`` decides).
 
-    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--amp] [--out metrics.json]
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--amp] [--tta] [--out metrics.json]
                                           [--cfg-options k=v ...] [--launcher pytorch]
     bash tools/dist_test.sh CONFIG CHECKPOINT GPUS [same options]
 
@@ -27,6 +27,9 @@ def parse_args(argv=None):
     parser.add_argument('--work-dir', help='where the evaluation log goes')
     parser.add_argument('--amp', action='store_true', help='evaluate under autocast')
     parser.add_argument('--out', help='write the metrics to this JSON file')
+    parser.add_argument('--tta', action='store_true',
+                        help="test-time augmentation: the config's tta_pipeline and tta_model "
+                        '(multi-scale + flip for segmentation: mIoU(MS))')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
                         help='override config entries')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
@@ -52,6 +55,12 @@ def main(argv=None):
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     if args.amp:
         cfg.test_cfg = dict(cfg.get('test_cfg') or {}, fp16=True)
+    if args.tta:
+        if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
+            raise SystemExit(f'--tta needs `tta_model` and `tta_pipeline` in {args.config}')
+        cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+        cfg.tta_model.module = cfg.model
+        cfg.model = cfg.tta_model
     check_dataset_paths(cfg, ['test_dataloader'])
     check_checkpoint_file(args.checkpoint)
     cfg.load_from, cfg.resume = None, False  # loaded below, strictly
@@ -60,7 +69,9 @@ def main(argv=None):
         torch.distributed.init_process_group(backend='gloo')
 
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
-    model = runner.model.module if hasattr(runner.model, 'module') else runner.model
+    model = runner.model
+    while hasattr(model, 'module'):  # DDP and/or the TTA wrapper
+        model = model.module
     load_weights_strict(model, args.checkpoint)
     runner.logger.info(f'Loaded every weight of the model from {args.checkpoint}')
     metrics = runner.test()

@@ -54,8 +54,7 @@ def merge_args(cfg, args):
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     if args.amp:
-        if not (torch.cuda.is_available() or cfg.optim_wrapper.get('type') ==
-                'AmpOptimWrapper'):
+        if not torch.cuda.is_available():
             raise SystemExit('--amp needs a GPU: mmengine AmpOptimWrapper runs on CUDA '
                              'devices only. Drop --amp to train in fp32 on this machine.')
         wrapper_type = cfg.optim_wrapper.get('type', 'OptimWrapper')

@@ -1,0 +1,93 @@
+"""Fail early when pretrained weights do not fit the model they are loaded into.
+
+mmengine's ``init_cfg=dict(type='Pretrained', checkpoint=..., prefix='backbone.')`` loads
+with ``strict=False`` and only logs what did not match, so a wrong checkpoint (another
+architecture, a classification head instead of a backbone, a typo in ``prefix``) trains on
+silently from random weights. This hook compares, before training, every module whose
+``init_cfg`` is ``Pretrained`` with its checkpoint and stops with the names of the missing,
+unexpected and mis-shaped keys.
+"""
+from typing import Sequence
+
+import torch
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from mmengine.registry import HOOKS
+
+from ..utils.checkpoint import CheckpointError, check_checkpoint_file
+
+
+def _pretrained_cfgs(module):
+    cfgs = module.init_cfg if isinstance(module.init_cfg, list) else [module.init_cfg]
+    return [c for c in cfgs if isinstance(c, dict) and c.get('type') == 'Pretrained']
+
+
+def compare_with_checkpoint(module: torch.nn.Module, checkpoint: str, prefix: str = None,
+                            allow_missing: Sequence[str] = ()) -> dict:
+    """Missing / unexpected / mis-shaped keys of ``module`` against ``checkpoint``.
+
+    ``prefix`` selects and strips the checkpoint keys (``'backbone.'``); keys of the module
+    starting with one of ``allow_missing`` may be absent from the checkpoint.
+    """
+    from mmengine.runner.checkpoint import CheckpointLoader
+    check_checkpoint_file(checkpoint, 'pretrained checkpoint')
+    ckpt = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
+    state = ckpt.get('state_dict', ckpt)
+    state = {(k[7:] if k.startswith('module.') else k): v for k, v in state.items()}
+    if prefix:
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if not state:
+            raise CheckpointError(
+                f'pretrained checkpoint {checkpoint} has no key starting with '
+                f"prefix='{prefix}'. Fix init_cfg.prefix, or convert the checkpoint "
+                '(tools/model_converters/).')
+    own = module.state_dict()
+    return dict(
+        missing=[k for k in own if k not in state
+                 and not any(k.startswith(a) for a in allow_missing)],
+        unexpected=[k for k in state if k not in own],
+        shape=[f'{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}'
+               for k, v in own.items() if k in state and tuple(state[k].shape) != tuple(
+                   v.shape)])
+
+
+@HOOKS.register_module()
+class CheckPretrainedKeysHook(Hook):
+    """Before training, check ``Pretrained`` init_cfgs against their checkpoints.
+
+    Args:
+        allow_missing (list[str]): key prefixes (relative to the module) that may be absent
+            from the checkpoint, e.g. the output norms that dense-prediction backbones add
+            (``['norm0.', 'norm1.', 'norm2.']`` for Swin).
+    """
+
+    priority = 'VERY_HIGH'
+
+    def __init__(self, allow_missing: Sequence[str] = ()):
+        self.allow_missing = tuple(allow_missing)
+
+    def before_train(self, runner) -> None:
+        if runner._resume or runner._load_from:
+            return  # the weights come from the resumed / loaded checkpoint instead
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        for name, module in model.named_modules():
+            if not hasattr(module, 'init_cfg') or not module.init_cfg:
+                continue
+            for cfg in _pretrained_cfgs(module):
+                where = f'model.{name}' if name else 'model'
+                result = compare_with_checkpoint(module, cfg['checkpoint'],
+                                                 cfg.get('prefix'), self.allow_missing)
+                problems = [f'{label}: {", ".join(keys[:10])}'
+                            + (f' ... ({len(keys)} in all)' if len(keys) > 10 else '')
+                            for label, keys in (('missing in checkpoint', result['missing']),
+                                                ('not in model', result['unexpected']),
+                                                ('shape mismatch', result['shape'])) if keys]
+                if problems:
+                    raise CheckpointError(
+                        f"{where}.init_cfg checkpoint {cfg['checkpoint']} (prefix="
+                        f"{cfg.get('prefix')!r}) does not fit {type(module).__name__}: "
+                        + '; '.join(problems) + '. Use a checkpoint of the same '
+                        'architecture (convert official releases with tools/model_converters/'
+                        'timm_to_mmpretrain.py) or fix the prefix.')
+                runner.logger.info(f"{where}: every weight matches the pretrained checkpoint "
+                                   f"{cfg['checkpoint']} (prefix={cfg.get('prefix')!r})")
