@@ -63,3 +63,26 @@ def test_resume_from_corrupt_checkpoint_fails_before_training(digits_root, tmp_p
     assert res.returncode != 0
     assert f'resume checkpoint {bad} is corrupt' in res.stdout
     assert bad.read_bytes() == b'\x00' * 100
+
+
+def test_pretrained_keys_are_compared_by_name(tmp_path):
+    from hat_mm.engine import compare_with_checkpoint
+    model = tiny_vit_classifier()
+    full = {f'backbone.{k}': v for k, v in model.backbone.state_dict().items()}
+    full['head.layers.head.weight'] = torch.zeros(5, 32)
+    path = tmp_path / 'pretrain.pth'
+    torch.save({'state_dict': full}, path)
+    ok = compare_with_checkpoint(model.backbone, str(path), 'backbone.')
+    assert ok == dict(missing=[], unexpected=[], shape=[])  # the head is not the backbone's
+
+    broken = dict(full)
+    broken.pop('backbone.ln1.weight')
+    broken['backbone.pos_embed'] = torch.zeros(1, 3, 32)
+    torch.save({'state_dict': broken}, path)
+    res = compare_with_checkpoint(model.backbone, str(path), 'backbone.')
+    assert res['missing'] == ['ln1.weight'] and res['unexpected'] == []
+    assert res['shape'] == ['pos_embed: checkpoint (1, 3, 32) vs model (1, 17, 32)']
+    assert compare_with_checkpoint(model.backbone, str(path), 'backbone.',
+                                   allow_missing=['ln1.'])['missing'] == []
+    with pytest.raises(CheckpointError, match="no key starting with prefix='encoder.'"):
+        compare_with_checkpoint(model.backbone, str(path), 'encoder.')

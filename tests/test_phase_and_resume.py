@@ -50,13 +50,19 @@ def _cfg(digits_root, work_dir, name, max_epochs=4, adv_epochs=2, crash_after=No
     cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=1)
     cfg.default_hooks.logger.interval = 1
     cfg.param_scheduler[1].end = max_epochs
-    cfg.custom_hooks = [dict(type='_RecordHATPhase', crash_after_epoch=crash_after)]
+    cfg.custom_hooks = [dict(type='EMAHook', momentum=0.01, priority='ABOVE_NORMAL'),
+                        dict(type='_RecordHATPhase', crash_after_epoch=crash_after)]
     cfg.resume = resume
     return cfg
 
 
 def _recorder(runner):
     return next(h for h in runner.hooks if isinstance(h, _RecordHATPhase))
+
+
+def _ema_state(runner):
+    hook = next(h for h in runner.hooks if type(h).__name__ == 'EMAHook')
+    return {k: v.clone() for k, v in hook.ema_model.module.state_dict().items()}
 
 
 def test_apply_hat_adds_hook_and_hat_model():
@@ -89,6 +95,7 @@ def test_switch_at_adv_epochs_and_resume_equals_uninterrupted(digits_root, tmp_p
                          2: {(False, False)}, 3: {(False, False)}}
     assert 'train/loss_kl_adv' not in full.message_hub.log_scalars  # no stale adv terms
     expected = {k: v.clone() for k, v in full.model.state_dict().items()}
+    expected_ema = _ema_state(full)
 
     crashed = HATRunner.from_cfg(_cfg(digits_root, tmp_path / 'part', 'part', crash_after=1))
     with pytest.raises(KeyboardInterrupt):
@@ -107,6 +114,10 @@ def test_switch_at_adv_epochs_and_resume_equals_uninterrupted(digits_root, tmp_p
     assert moved > 1e-4  # the last two epochs changed the weights
     for k, v in expected.items():
         torch.testing.assert_close(got[k], v, rtol=1e-5, atol=1e-6, msg=k)
+    got_ema = _ema_state(resumed)  # EMA (and its state in the checkpoint) works with HAT
+    assert any(not torch.equal(got_ema[k], got[k]) for k in got_ema)
+    for k, v in expected_ema.items():
+        torch.testing.assert_close(got_ema[k], v, rtol=1e-5, atol=1e-6, msg=k)
 
 
 class _SneakyGetattr:
