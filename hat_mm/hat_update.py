@@ -28,6 +28,8 @@ from typing import Callable, ContextManager, Dict, List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from .frequency import high_pass
+
 Tensor = torch.Tensor
 
 
@@ -44,6 +46,11 @@ class HATConfig:
         adv_epochs (int): epochs of the adversarial phase; afterwards K = 1.
         kl_after_adv (bool): after ``adv_epochs`` keep the clean forward and the KL term as
             the official code does (True), or train with the plain classification loss.
+        high_pass_radius (float, optional): extension, off by default (None = the official
+            update). When set, ``delta`` is projected through the high-pass filter of
+            :mod:`hat_mm.frequency` (frequencies farther than this radius from the centre of
+            the centred spectrum) before each forward, so only high frequencies are
+            perturbed. The L-inf clip applies to ``delta`` before the projection.
     """
     adv_iters: int = 3
     adv_eps: float = 2 / 255
@@ -52,6 +59,7 @@ class HATConfig:
     adv_ce_weight: float = 3.0
     adv_epochs: int = 200
     kl_after_adv: bool = True
+    high_pass_radius: Optional[float] = None
 
     def __post_init__(self):
         def fail(field, value, rule):
@@ -75,6 +83,9 @@ class HATConfig:
             fail('adv_epochs', self.adv_epochs, 'an integer >= 0')
         if not isinstance(self.kl_after_adv, bool):
             fail('kl_after_adv', self.kl_after_adv, 'True or False')
+        if self.high_pass_radius is not None and (not _is_real(self.high_pass_radius)
+                                                  or self.high_pass_radius < 0):
+            fail('high_pass_radius', self.high_pass_radius, 'None or a number >= 0')
 
     @classmethod
     def from_cfg(cls, cfg: Optional[dict]) -> 'HATConfig':
@@ -166,7 +177,8 @@ def hat_backward(forward: Callable[[Tensor], Tensor],
             delta.requires_grad_(True)
         sync_ctx = nullcontext() if (last or no_sync is None) else no_sync()
         with sync_ctx:
-            x_k = inputs + delta
+            x_k = inputs + (delta if hat.high_pass_radius is None or k == 0 else
+                            high_pass(delta, hat.high_pass_radius))
             out = forward(x_k)
             ce = classification_loss(out, x_k)
             kl = symmetric_kl(p_clean, logits_of(out)) if with_kl else None

@@ -271,3 +271,32 @@ def test_plain_training_step_through_a_bypassing_wrapper_is_refused():
         model(data['inputs'], data['data_samples'], mode='loss')
     model.eval()  # evaluation code may still compute losses
     assert torch.isfinite(model(data['inputs'], data['data_samples'], mode='loss')['loss'])
+
+
+def test_high_pass_option_perturbs_only_high_frequencies():
+    from hat_mm.frequency import centred_spectrum, radial_mask
+    radius = 3
+    model = tiny_vit_classifier(hat=dict(adv_iters=3, high_pass_radius=radius))
+    model.train()
+    data = model.data_preprocessor(random_batch(), True)
+    x, samples = data['inputs'], data['data_samples']
+    seen = []
+
+    def forward(v):
+        seen.append(v.detach())
+        return model(v, mode='tensor')
+
+    _, deltas = hat_backward(forward, lambda v: model(v, mode='tensor'),
+                             lambda z, v: model.head._get_loss(z, samples)['loss'], x,
+                             lambda loss, last: loss.backward(), model.hat, num_iters=3)
+    assert torch.equal(seen[0], x)
+    mask = radial_mask(16, 16, radius)
+    for applied in seen[1:]:
+        spec = centred_spectrum(applied - x)
+        assert spec[..., ~mask].abs().max() > 1e-3  # high frequencies are perturbed
+        assert spec[..., mask].abs().max() < 1e-4 * spec.abs().max() + 1e-6  # low are not
+    # without the option the applied perturbation is delta itself (low frequencies too)
+    plain = tiny_vit_classifier(hat=dict(adv_iters=3))
+    assert plain.hat.high_pass_radius is None
+    with pytest.raises(ValueError, match='hat.high_pass_radius'):
+        tiny_vit_classifier(hat=dict(high_pass_radius=-1))
