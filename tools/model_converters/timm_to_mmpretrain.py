@@ -1,0 +1,490 @@
+#!/usr/bin/env python
+"""Convert the HAT release checkpoints (timm 0.4.x) to mmpretrain checkpoints for our configs.
+
+    python tools/model_converters/timm_to_mmpretrain.py \
+        hat_swin_tiny_patch4_window7_224.pth.tar hat_swin_t_mmpretrain.pth [--arch swin-t] [--ema]
+
+The release files ``hat_<timm model name>.pth.tar`` are timm training checkpoints: a dict with
+``state_dict`` (and ``epoch``, ``arch``, ``args`` (an ``argparse.Namespace``), ``version``,
+possibly ``state_dict_ema``, ``optimizer``, ...). Their keys are in timm 0.4.x layout, which for
+Swin is the official Swin layout (patch merging stored as ``layers.{i}.downsample`` at the end
+of stage ``i``). The result is an mmengine checkpoint ``{'state_dict': ..., 'meta': ...}``
+whose keys are those of the classifier built by ``configs/hat_{swin,vit}_{t,s,b}.py``
+(mmpretrain ``SwinTransformer`` + ``LinearClsHead``, or ``VisionTransformer`` (deit-*) +
+``VisionTransformerClsHead``); ``hat_mm.utils.load_weights_strict`` and ``tools/test.py``
+load it as is.
+
+The architecture is detected from the weights (embedding width, depths, heads of the Swin
+relative position tables); ``--arch`` makes the conversion refuse any other architecture. The
+converted dict is checked against the state dict of the model that the config builds (every
+key present, none extra, equal shapes) before anything is written. ViT heads are not visible
+in the weights (fused qkv), so a ViT is identified by its width and depth.
+
+Patch merging: the official Swin concatenates the 2x2 neighbours as
+``[x(0,0), x(1,0), x(0,1), x(1,1)]`` (row, column offsets) channel-block by channel-block,
+i.e. input feature ``(kh + 2 * kw) * C + c``; mmpretrain's ``PatchMerging`` uses
+``nn.Unfold``, whose feature ``c * 4 + kh * 2 + kw`` is channel-major. The reduction weight
+columns and the (pre-)norm weight and bias are permuted from the first order to the second.
+"""
+import argparse
+import os
+import os.path as osp
+import re
+import sys
+from collections import OrderedDict
+from typing import Dict, List, Optional, Tuple
+
+import torch
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+if ROOT not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, ROOT)
+
+from hat_mm.utils import CheckpointError, check_checkpoint_file  # noqa: E402
+
+# Supported architectures: what the weights of the release must show, the config that builds
+# the target model, and the timm model names of the release files.
+ARCHS = OrderedDict([
+    ('swin-t', dict(family='swin', config='configs/hat_swin_t.py', embed_dims=96,
+                    depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), patch_size=4, window=7,
+                    timm_names=('swin_tiny_patch4_window7_224', ))),
+    ('swin-s', dict(family='swin', config='configs/hat_swin_s.py', embed_dims=96,
+                    depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), patch_size=4, window=7,
+                    timm_names=('swin_small_patch4_window7_224', ))),
+    ('swin-b', dict(family='swin', config='configs/hat_swin_b.py', embed_dims=128,
+                    depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), patch_size=4, window=7,
+                    timm_names=('swin_base_patch4_window7_224', ))),
+    ('vit-t', dict(family='vit', config='configs/hat_vit_t.py', embed_dims=192, depth=12,
+                   mlp_dims=768, patch_size=16, num_tokens=197,
+                   timm_names=('vit_tiny_patch16_224', 'deit_tiny_patch16_224'))),
+    ('vit-s', dict(family='vit', config='configs/hat_vit_s.py', embed_dims=384, depth=12,
+                   mlp_dims=1536, patch_size=16, num_tokens=197,
+                   timm_names=('vit_small_patch16_224', 'deit_small_patch16_224'))),
+    ('vit-b', dict(family='vit', config='configs/hat_vit_b.py', embed_dims=768, depth=12,
+                   mlp_dims=3072, patch_size=16, num_tokens=197,
+                   timm_names=('vit_base_patch16_224', 'deit_base_patch16_224'))),
+])
+TIMM_NAME_TO_ARCH = {n: a for a, spec in ARCHS.items() for n in spec['timm_names']}
+
+
+# ----------------------------------------------------------------------------- description
+def _show(items: List[str], n: int = 8) -> str:
+    items = list(items)
+    return ', '.join(items[:n]) + (f' ... ({len(items)} in all)' if len(items) > n else '')
+
+
+def _count_indices(state_dict: Dict, pattern: str) -> Dict[Tuple[int, ...], None]:
+    found = {}
+    for k in state_dict:
+        m = re.match(pattern, k)
+        if m:
+            found[tuple(int(g) for g in m.groups())] = None
+    return found
+
+
+def describe_state_dict(state_dict: Dict[str, torch.Tensor]) -> dict:
+    """What the weights show: the family (swin / vit / None) and its sizes."""
+    sd = state_dict
+    if any(k.startswith('layers.') and '.blocks.' in k for k in sd):
+        blocks = _count_indices(sd, r'layers\.(\d+)\.blocks\.(\d+)\.')
+        n_stages = max(s for s, _ in blocks) + 1
+        depths = tuple(max([b for s, b in blocks if s == i] or [-1]) + 1
+                       for i in range(n_stages))
+        heads = []
+        window = None
+        for i in range(n_stages):
+            t = sd.get(f'layers.{i}.blocks.0.attn.relative_position_bias_table')
+            heads.append(int(t.shape[1]) if t is not None and t.dim() == 2 else None)
+            if t is not None and window is None and t.dim() == 2:
+                window = int(round((t.shape[0] ** 0.5 + 1) / 2))
+        proj = sd.get('patch_embed.proj.weight')
+        # timm >= 0.9 stores the patch merging at the start of the next stage
+        layout = 'timm>=0.9' if ('layers.1.downsample.reduction.weight' in sd
+                                 and 'layers.0.downsample.reduction.weight' not in sd) \
+            else 'official'
+        return dict(family='swin', layout=layout,
+                    embed_dims=int(proj.shape[0]) if proj is not None else None,
+                    patch_size=int(proj.shape[-1]) if proj is not None else None,
+                    depths=depths, num_heads=tuple(heads), window=window)
+    if any(k.startswith('blocks.') for k in sd) and ('cls_token' in sd or 'pos_embed' in sd):
+        blocks = _count_indices(sd, r'blocks\.(\d+)\.')
+        ref = sd.get('cls_token', sd.get('pos_embed'))
+        proj = sd.get('patch_embed.proj.weight')
+        fc1 = sd.get('blocks.0.mlp.fc1.weight')
+        pos = sd.get('pos_embed')
+        return dict(family='vit', embed_dims=int(ref.shape[-1]),
+                    depth=max(b for b, in blocks) + 1,
+                    mlp_dims=int(fc1.shape[0]) if fc1 is not None else None,
+                    patch_size=int(proj.shape[-1]) if proj is not None else None,
+                    num_tokens=int(pos.shape[1]) if pos is not None else None,
+                    distilled='dist_token' in sd)
+    return dict(family=None)
+
+
+def _spec_text(spec: dict) -> str:
+    if spec.get('family') == 'swin':
+        return (f"Swin, embed dim {spec['embed_dims']}, depths "
+                f"{'-'.join(map(str, spec['depths']))}, heads "
+                f"{'-'.join(str(h) for h in spec['num_heads'])}, patch {spec['patch_size']}, "
+                f"window {spec['window']}")
+    if spec.get('family') == 'vit':
+        text = (f"ViT, embed dim {spec['embed_dims']}, depth {spec['depth']}, mlp "
+                f"{spec['mlp_dims']}, patch {spec['patch_size']}, {spec['num_tokens']} tokens")
+        return text + (', distilled (dist_token)' if spec.get('distilled') else '')
+    return 'no ViT or Swin layout'
+
+
+def _matches(found: dict, spec: dict) -> bool:
+    if found.get('family') != spec['family']:
+        return False
+    keys = (('embed_dims', 'depths', 'num_heads', 'patch_size', 'window')
+            if spec['family'] == 'swin' else
+            ('embed_dims', 'depth', 'mlp_dims', 'patch_size', 'num_tokens'))
+    if spec['family'] == 'vit' and found.get('distilled'):
+        return False
+    return all(found.get(k) == spec[k] for k in keys)
+
+
+def detect_arch(state_dict: Dict[str, torch.Tensor]) -> Optional[str]:
+    """The supported arch whose sizes the weights show, or None."""
+    found = describe_state_dict(state_dict)
+    for arch, spec in ARCHS.items():
+        if _matches(found, spec):
+            return arch
+    return None
+
+
+def _first_keys(state_dict: Dict, n: int = 6) -> str:
+    return _show(list(state_dict), n)
+
+
+# ----------------------------------------------------------------------------- key mapping
+def merging_permutation(in_channels: int) -> torch.Tensor:
+    """Index ``p`` with ``unfold_feature[u] = official_feature[p[u]]`` for 2x2 patch merging.
+
+    Unfold (mmpretrain): ``u = c * 4 + kh * 2 + kw``; official Swin / timm concatenation
+    ``[x(0,0), x(1,0), x(0,1), x(1,1)]`` (row offset kh, column offset kw):
+    ``o = (kh + 2 * kw) * C + c``.
+    """
+    u = torch.arange(4 * in_channels)
+    c, kh, kw = u // 4, (u % 4) // 2, u % 2
+    return (kh + 2 * kw) * in_channels + c
+
+
+def swin_timm_to_official(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """timm >= 0.9 Swin layout (merging at the start of stage i + 1, ``head.fc``) -> official."""
+    out = OrderedDict()
+    for k, v in state_dict.items():
+        m = re.match(r'layers\.(\d+)\.downsample\.(.*)', k)
+        if m:
+            k = f'layers.{int(m.group(1)) - 1}.downsample.{m.group(2)}'
+        elif k.startswith('head.fc.'):
+            k = 'head.' + k[len('head.fc.'):]
+        out[k] = v
+    return out
+
+
+_SWIN_BLOCK = {
+    'norm1': 'norm1', 'norm2': 'norm2',
+    'attn.qkv': 'attn.w_msa.qkv', 'attn.proj': 'attn.w_msa.proj',
+    'mlp.fc1': 'ffn.layers.0.0', 'mlp.fc2': 'ffn.layers.1',
+}
+
+
+def convert_swin(state_dict: Dict[str, torch.Tensor]) -> 'OrderedDict[str, torch.Tensor]':
+    """Official (timm 0.4.x) Swin keys -> mmpretrain ``ImageClassifier`` keys.
+
+    ``attn_mask`` buffers are dropped (mmpretrain computes the mask in forward);
+    ``relative_position_index`` buffers are kept (renamed). Unknown keys raise CheckpointError.
+    """
+    if describe_state_dict(state_dict).get('layout') == 'timm>=0.9':
+        state_dict = swin_timm_to_official(state_dict)
+    out = OrderedDict()
+    unknown = []
+    for k, v in state_dict.items():
+        new = None
+        if k.startswith('patch_embed.proj.'):
+            new = 'backbone.patch_embed.projection.' + k[len('patch_embed.proj.'):]
+        elif k.startswith('patch_embed.norm.'):
+            new = 'backbone.' + k
+        elif k.startswith('norm.'):
+            new = 'backbone.norm3.' + k[len('norm.'):]
+        elif k.startswith('head.'):
+            new = 'head.fc.' + k[len('head.'):]
+        elif re.match(r'layers\.\d+\.blocks\.\d+\.attn_mask$', k):
+            continue
+        else:
+            m = re.match(r'layers\.(\d+)\.blocks\.(\d+)\.(.+)$', k)
+            if m:
+                stage, block, rest = m.groups()
+                prefix = f'backbone.stages.{stage}.blocks.{block}.'
+                if rest in ('attn.relative_position_bias_table',
+                            'attn.relative_position_index'):
+                    new = prefix + 'attn.w_msa.' + rest[len('attn.'):]
+                else:
+                    name, _, param = rest.rpartition('.')
+                    if name in _SWIN_BLOCK and param in ('weight', 'bias'):
+                        new = prefix + _SWIN_BLOCK[name] + '.' + param
+            m = re.match(r'layers\.(\d+)\.downsample\.(reduction\.weight|norm\.weight|'
+                         r'norm\.bias)$', k)
+            if m:
+                stage, name = m.groups()
+                in_channels = v.shape[-1] // 4
+                v = v[..., merging_permutation(in_channels)].contiguous()
+                new = f'backbone.stages.{stage}.downsample.{name}'
+        if new is None:
+            unknown.append(k)
+        else:
+            out[new] = v
+    if unknown:
+        raise CheckpointError(
+            f'the Swin checkpoint has keys this converter does not know: {_show(unknown)}. '
+            'Only the official Swin-T/S/B classifiers (timm 0.4.x layout, no absolute '
+            'position embedding) are supported.')
+    return out
+
+
+_VIT_BLOCK = {
+    'norm1': 'ln1', 'norm2': 'ln2', 'attn.qkv': 'attn.qkv', 'attn.proj': 'attn.proj',
+    'mlp.fc1': 'ffn.layers.0.0', 'mlp.fc2': 'ffn.layers.1',
+}
+
+
+def convert_vit(state_dict: Dict[str, torch.Tensor]) -> 'OrderedDict[str, torch.Tensor]':
+    """timm (DeiT / ViT) keys -> mmpretrain ``VisionTransformer`` + ``VisionTransformerClsHead``.
+
+    Unknown keys (``dist_token``, ``head_dist``, ``pre_logits`` ...) raise CheckpointError.
+    """
+    out = OrderedDict()
+    unknown = []
+    for k, v in state_dict.items():
+        new = None
+        if k in ('cls_token', 'pos_embed'):
+            new = 'backbone.' + k
+        elif k.startswith('patch_embed.proj.'):
+            new = 'backbone.patch_embed.projection.' + k[len('patch_embed.proj.'):]
+        elif k in ('norm.weight', 'norm.bias'):
+            new = 'backbone.ln1.' + k[len('norm.'):]
+        elif k in ('head.weight', 'head.bias'):
+            new = 'head.layers.head.' + k[len('head.'):]
+        else:
+            m = re.match(r'blocks\.(\d+)\.(.+)\.(weight|bias)$', k)
+            if m and m.group(2) in _VIT_BLOCK:
+                new = f'backbone.layers.{m.group(1)}.{_VIT_BLOCK[m.group(2)]}.{m.group(3)}'
+        if new is None:
+            unknown.append(k)
+        else:
+            out[new] = v
+    if unknown:
+        raise CheckpointError(
+            f'the ViT checkpoint has keys this converter does not know: {_show(unknown)}. '
+            'Only plain DeiT/ViT-T/S/B classifiers are supported (no distillation token, '
+            'no pre-logits layer).')
+    return out
+
+
+# ----------------------------------------------------------------------------- target model
+def build_target_model(arch: str):
+    """The classifier that ``configs/hat_<arch>.py`` builds (PyTorch default init)."""
+    import mmengine
+    from mmpretrain.registry import MODELS
+
+    import hat_mm  # noqa: F401  (registers the HAT classifiers)
+    from hat_mm.engine import apply_hat
+    cfg = apply_hat(mmengine.config.Config.fromfile(osp.join(ROOT, ARCHS[arch]['config'])))
+    return MODELS.build(cfg.model)
+
+
+def verify_against_target(converted: Dict[str, torch.Tensor],
+                          target: Dict[str, torch.Tensor], arch: str, src: str = '') -> None:
+    """Every target key present, none extra, equal shapes; raises CheckpointError naming them."""
+    missing = [k for k in target if k not in converted]
+    extra = [k for k in converted if k not in target]
+    shapes = [f'{k}: converted {tuple(converted[k].shape)} vs model {tuple(target[k].shape)}'
+              for k in target if k in converted
+              and tuple(converted[k].shape) != tuple(target[k].shape)]
+    if missing or extra or shapes:
+        parts = [f'missing: {_show(missing)}' if missing else '',
+                 f'not in the model: {_show(extra)}' if extra else '',
+                 f'shape mismatch: {_show(shapes, 5)}' if shapes else '']
+        raise CheckpointError(
+            f'{src or "the checkpoint"} converted for {arch} does not match the model of '
+            f'{ARCHS[arch]["config"]} (' + '; '.join(p for p in parts if p) + '). Check that '
+            f'the checkpoint is a {arch} ImageNet-1k classifier (--arch), or that the config '
+            'was not changed (e.g. num_classes); nothing was written.')
+
+
+# ----------------------------------------------------------------------------- loading
+def load_release(src: str, ema: bool = False) -> Tuple[Dict[str, torch.Tensor], dict]:
+    """The weights (or EMA weights) of a timm checkpoint and its other fields, weights-only."""
+    check_checkpoint_file(src, 'release checkpoint')
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            ckpt = torch.load(src, map_location='cpu', weights_only=True)
+    except Exception as e:  # unpickling errors come in many types
+        raise CheckpointError(f'release checkpoint {src} could not be loaded weights-only: '
+                              f'{e}') from e
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f'release checkpoint {src} holds a {type(ckpt).__name__}, not a '
+                              'dict with a state_dict.')
+    if ema:
+        if not isinstance(ckpt.get('state_dict_ema'), dict):
+            raise CheckpointError(f'release checkpoint {src} has no EMA weights '
+                                  '(state_dict_ema); convert it without --ema.')
+        state = ckpt['state_dict_ema']
+    elif isinstance(ckpt.get('state_dict'), dict):
+        state = ckpt['state_dict']
+    elif isinstance(ckpt.get('model'), dict):
+        state = ckpt['model']
+    elif ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        state = ckpt
+    else:
+        raise CheckpointError(f'release checkpoint {src} has no state_dict (keys: '
+                              f'{_first_keys(ckpt)}).')
+    state = OrderedDict((k[7:] if k.startswith('module.') else k, v) for k, v in state.items()
+                        if isinstance(v, torch.Tensor))
+    info = {k: v for k, v in ckpt.items()
+            if k not in ('state_dict', 'state_dict_ema', 'model', 'optimizer', 'amp_scaler')}
+    return state, info
+
+
+def _timm_name_hint(src: str, info: dict) -> Optional[str]:
+    args = info.get('args')
+    for name in (getattr(args, 'model', None), info.get('arch')):
+        if isinstance(name, str) and name:
+            return name
+    m = re.match(r'hat_(.+?)\.pth(\.tar)?$', osp.basename(src))
+    return m.group(1) if m else None
+
+
+def _plain(v):
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    if isinstance(v, (list, tuple)) and all(isinstance(x, (str, int, float, bool)) for x in v):
+        return list(v)
+    return None
+
+
+def _refuse(src: str, requested: str, found: dict, detected: Optional[str]) -> CheckpointError:
+    expected = _spec_text(ARCHS[requested])
+    if detected:
+        fix = (f'it is a {detected} checkpoint: convert it with --arch {detected} (or without '
+               f'--arch) and use {ARCHS[detected]["config"]}')
+    else:
+        fix = ('this is not one of the supported HAT releases (' + ', '.join(ARCHS) + '); '
+               'check that the right file was given')
+    return CheckpointError(f'{src}: expected a {requested} checkpoint ({expected}), found '
+                           f'{_spec_text(found)}. Fix: {fix}. Nothing was written.')
+
+
+def convert_state_dict(state_dict: Dict[str, torch.Tensor], arch: Optional[str] = None,
+                       src: str = 'the checkpoint', hint: Optional[str] = None
+                       ) -> Tuple[str, 'OrderedDict[str, torch.Tensor]']:
+    """Detect (or check) the arch and map the keys; returns (arch, converted state dict).
+
+    The result is not yet verified against the target model (see :func:`convert_checkpoint`).
+    """
+    if arch is not None and arch not in ARCHS:
+        raise CheckpointError(f'unknown --arch {arch!r}; choose one of {", ".join(ARCHS)}.')
+    found = describe_state_dict(state_dict)
+    detected = detect_arch(state_dict)
+    if arch is not None and detected != arch:
+        raise _refuse(src, arch, found, detected)
+    if detected is None:
+        hinted = TIMM_NAME_TO_ARCH.get(hint or '')
+        raise CheckpointError(
+            f'{src}: the weights match none of the supported architectures '
+            f'({", ".join(ARCHS)}); found {_spec_text(found)} (first keys: '
+            f'{_first_keys(state_dict)})'
+            + (f'; its name says {hint} ({hinted}: {_spec_text(ARCHS[hinted])})'
+               if hinted else '')
+            + '. Fix: convert a HAT release of ViT-T/S/B or Swin-T/S/B (timm classifier '
+            'checkpoint); nothing was written.')
+    if hint in TIMM_NAME_TO_ARCH and TIMM_NAME_TO_ARCH[hint] != detected:
+        print(f'warning: {src} is named/recorded as {hint} ({TIMM_NAME_TO_ARCH[hint]}) but its '
+              f'weights are {detected} ({_spec_text(found)}); converting as {detected}.',
+              file=sys.stderr)
+    convert = convert_swin if ARCHS[detected]['family'] == 'swin' else convert_vit
+    return detected, convert(state_dict)
+
+
+def convert_checkpoint(src: str, dst: str, arch: Optional[str] = None,
+                       ema: bool = False) -> dict:
+    """Convert the release ``src`` to the mmengine checkpoint ``dst``; returns its meta.
+
+    Refuses ``dst == src``, another arch than ``arch``, and anything that does not match the
+    model of the arch's config key for key and shape; nothing is written then.
+    """
+    if osp.abspath(dst) == osp.abspath(src) or (
+            osp.exists(dst) and osp.exists(src) and osp.samefile(dst, src)):
+        raise CheckpointError(f'the output {dst} is the input checkpoint; give another output '
+                              'path (the release is never overwritten).')
+    state, info = load_release(src, ema=ema)
+    hint = _timm_name_hint(src, info)
+    arch, converted = convert_state_dict(state, arch=arch, src=src, hint=hint)
+
+    model = build_target_model(arch)
+    target = model.state_dict()
+    # relative_position_index is a constant of the window size; the release's (if any) must
+    # be the one of the target, otherwise its bias tables would be read in another order.
+    for k in [k for k in target if k.endswith('relative_position_index')]:
+        if k in converted and not torch.equal(converted[k].long(), target[k].long()):
+            raise CheckpointError(f'{src}: {k} differs from the index of mmpretrain\'s '
+                                  'WindowMSA; the relative position tables cannot be mapped.')
+        converted[k] = target[k].clone()
+    verify_against_target(converted, target, arch, src)
+    out_state = OrderedDict((k, converted[k].to(target[k].dtype).contiguous()) for k in target)
+    out_state._metadata = getattr(target, '_metadata', None)  # module versions, as mmengine
+
+    args = info.get('args')
+    args = vars(args) if isinstance(args, argparse.Namespace) else {}
+    meta = dict(
+        arch=arch, config=ARCHS[arch]['config'], converted_from=osp.basename(src),
+        converter='tools/model_converters/timm_to_mmpretrain.py', ema=bool(ema),
+        timm_model=hint, epoch=_plain(info.get('epoch')),
+        timm_args={k: _plain(args[k]) for k in ('model', 'mean', 'std', 'input_size',
+                                                 'img_size', 'crop_pct', 'interpolation')
+                   if k in args and (args[k] is None or _plain(args[k]) is not None)})
+    if (ARCHS[arch]['family'] == 'vit' and isinstance(hint, str) and hint.startswith('vit_')
+            and args.get('mean', None) is None):
+        # not an error: a reminder of timm's input convention for the vit_* model names
+        print(f'note: {src} was trained as {hint} without --mean/--std; timm\'s default_cfg '
+              'of vit_*_patch16_224 normalizes with mean = std = 0.5 (deit_* use the ImageNet '
+              f'mean/std of {ARCHS[arch]["config"]}). If its accuracy is low, evaluate with '
+              '--cfg-options "data_preprocessor.mean=[127.5,127.5,127.5]" '
+              '"data_preprocessor.std=[127.5,127.5,127.5]".', file=sys.stderr)
+    os.makedirs(osp.dirname(osp.abspath(dst)), exist_ok=True)
+    tmp = dst + '.tmp'
+    torch.save({'state_dict': out_state, 'meta': meta}, tmp)
+    os.replace(tmp, dst)
+    return meta
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Convert a HAT release checkpoint (timm 0.4.x, hat_<timm name>.pth.tar) '
+        'to an mmpretrain checkpoint for configs/hat_*.py.')
+    parser.add_argument('src', help='release checkpoint (not modified)')
+    parser.add_argument('dst', help='output mmengine checkpoint (.pth)')
+    parser.add_argument('--arch', choices=list(ARCHS), default=None,
+                        help='expected architecture; detected from the weights if omitted')
+    parser.add_argument('--ema', action='store_true',
+                        help='convert the EMA weights (state_dict_ema) instead')
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        meta = convert_checkpoint(args.src, args.dst, arch=args.arch, ema=args.ema)
+    except CheckpointError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 1
+    print(f'converted {args.src} ({meta["arch"]}{", EMA" if meta["ema"] else ""}) -> '
+          f'{args.dst}; use it with {meta["config"]}, e.g. python tools/test.py '
+          f'{meta["config"]} {args.dst}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
