@@ -86,3 +86,20 @@ def test_pretrained_keys_are_compared_by_name(tmp_path):
                                    allow_missing=['ln1.'])['missing'] == []
     with pytest.raises(CheckpointError, match="no key starting with prefix='encoder.'"):
         compare_with_checkpoint(model.backbone, str(path), 'encoder.')
+
+
+def test_missing_pretrained_checkpoint_is_named_with_the_fix(tmp_path):
+    from mmengine.config import Config
+
+    from hat_mm.utils import check_pretrained_paths
+    cfg = Config(dict(model=dict(
+        type='X', backbone=dict(init_cfg=dict(type='Pretrained', checkpoint=str(
+            tmp_path / 'missing.pth'), prefix='backbone.')),
+        neck=dict(init_cfg=[dict(type='Xavier'), dict(type='Pretrained',
+                                                      checkpoint='s3://bucket/remote.pth')]))))
+    with pytest.raises(FileNotFoundError) as err:
+        check_pretrained_paths(cfg)
+    assert str(tmp_path / 'missing.pth') in str(err.value)
+    assert '--cfg-options model.backbone.init_cfg.checkpoint=' in str(err.value)
+    (tmp_path / 'missing.pth').write_bytes(b'x')
+    check_pretrained_paths(cfg)  # local file present, remote path left to the backend

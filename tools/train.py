@@ -78,11 +78,14 @@ def merge_args(cfg, args):
 def main(argv=None):
     args = parse_args(argv)
     import hat_mm  # noqa: F401  registers HAT parts; allow-lists mmengine checkpoint classes
-    from hat_mm.utils import check_checkpoint_file, check_dataset_paths
+    from hat_mm.utils import (check_checkpoint_file, check_dataset_paths,
+                              check_pretrained_paths)
 
     cfg = merge_args(Config.fromfile(args.config), args)
     loaders = ['train_dataloader'] + (['val_dataloader'] if cfg.get('val_cfg') else [])
     check_dataset_paths(cfg, loaders)
+    if not cfg.get('resume'):
+        check_pretrained_paths(cfg)
     for key in ('load_from', ):
         if cfg.get(key):
             check_checkpoint_file(cfg.get(key), 'resume checkpoint' if cfg.get('resume')

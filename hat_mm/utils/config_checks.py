@@ -45,3 +45,31 @@ def check_dataset_paths(cfg, dataloader_keys: Iterable[str]) -> None:
                         f"{where}.ann_file='{ann}' does not exist (looked for {path}). Create "
                         f'it or set --cfg-options {where}.ann_file=... (an empty ann_file '
                         'makes mmpretrain scan class folders).')
+
+
+def _pretrained_inits(node, where: str):
+    """Yield ``(config path, checkpoint)`` of every ``Pretrained`` init_cfg under ``node``."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            path = f'{where}.{key}'
+            if key == 'init_cfg':
+                for i, init in enumerate(value if isinstance(value, list) else [value]):
+                    if isinstance(init, dict) and init.get('type') == 'Pretrained':
+                        yield (path if not isinstance(value, list) else f'{path}[{i}]',
+                               init.get('checkpoint'))
+            else:
+                yield from _pretrained_inits(value, path)
+    elif isinstance(node, (list, tuple)):
+        for i, item in enumerate(node):
+            yield from _pretrained_inits(item, f'{where}[{i}]')
+
+
+def check_pretrained_paths(cfg) -> None:
+    """Fail early when a ``Pretrained`` init_cfg points at a local file that is missing."""
+    for where, ckpt in _pretrained_inits(cfg.get('model'), 'model'):
+        if ckpt and '://' not in str(ckpt) and not osp.isfile(ckpt):
+            raise FileNotFoundError(
+                f"{where}.checkpoint='{ckpt}' does not exist. Pretrain it first (e.g. bash "
+                'tools/dist_train.sh configs/hat_swin_t.py 8), convert an official release '
+                '(tools/model_converters/timm_to_mmpretrain.py), or point the config at your '
+                f'checkpoint: --cfg-options {where}.checkpoint=/path/to/checkpoint.pth')
