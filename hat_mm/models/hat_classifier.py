@@ -37,11 +37,16 @@ class HATClassifierMixin:
         self.hat_adversarial = bool(adversarial)
         self._hat_phase_managed = True
 
-    # -- what a classifier family must provide -------------------------------------------
-    def hat_classification_loss(self, logits: torch.Tensor,
-                                data_samples: List[DataSample]) -> Dict[str, torch.Tensor]:
-        """The configured classification loss of ``logits``; a dict with key ``loss``."""
+    # -- what a classifier family provides -----------------------------------------------
+    def hat_classification_loss(self, output, data_samples: List[DataSample],
+                                inputs: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """``CE_k``: the configured loss of ``output`` (the ``mode='tensor'`` forward of
+        ``inputs = x + delta_k``); a dict with key ``loss``, other keys are logged."""
         raise NotImplementedError
+
+    def hat_kl_logits(self, output) -> torch.Tensor:
+        """The logits of ``output`` that the symmetric-KL term compares."""
+        return output
 
     def loss(self, inputs, data_samples):
         if self.training:
@@ -83,8 +88,8 @@ class HATClassifierMixin:
             with optim_wrapper.optim_context(self):
                 return self(x, mode='tensor')
 
-        def classification_loss(logits, x):
-            losses = self.hat_classification_loss(logits.float(), data_samples)
+        def classification_loss(output, x):
+            losses = self.hat_classification_loss(output, data_samples, x)
             for name, value in losses.items():
                 if name != 'loss' and name not in extra_logs:
                     extra_logs[name] = value.detach()
@@ -101,7 +106,7 @@ class HATClassifierMixin:
         no_sync = getattr(runner_model, 'no_sync', None)
         log_vars, _ = hat_backward(
             forward, clean_forward, classification_loss, inputs, backward, self.hat,
-            num_iters=num_iters, with_kl=with_kl, no_sync=no_sync)
+            num_iters=num_iters, with_kl=with_kl, no_sync=no_sync, logits_of=self.hat_kl_logits)
         if optim_wrapper.should_update():
             optim_wrapper.step()
             optim_wrapper.zero_grad()
@@ -122,8 +127,8 @@ class HATImageClassifier(HATClassifierMixin, ImageClassifier):
         super().__init__(*args, **kwargs)
         self._init_hat(hat)
 
-    def hat_classification_loss(self, logits, data_samples):
-        return self.head._get_loss(logits, data_samples)
+    def hat_classification_loss(self, output, data_samples, inputs):
+        return self.head._get_loss(output.float(), data_samples)
 
 
 @MODELS.register_module()
@@ -134,5 +139,5 @@ class HATTimmClassifier(HATClassifierMixin, TimmClassifier):
         super().__init__(*args, **kwargs)
         self._init_hat(hat)
 
-    def hat_classification_loss(self, logits, data_samples):
-        return self._get_loss(logits, data_samples)
+    def hat_classification_loss(self, output, data_samples, inputs):
+        return self._get_loss(output.float(), data_samples)
