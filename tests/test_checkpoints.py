@@ -103,3 +103,24 @@ def test_missing_pretrained_checkpoint_is_named_with_the_fix(tmp_path):
     assert '--cfg-options model.backbone.init_cfg.checkpoint=' in str(err.value)
     (tmp_path / 'missing.pth').write_bytes(b'x')
     check_pretrained_paths(cfg)  # local file present, remote path left to the backend
+
+
+def test_dataset_and_evaluator_paths_name_the_layout_and_fix(tmp_path):
+    from mmengine.config import Config
+
+    from hat_mm.utils import check_dataset_paths, check_evaluator_files
+    cfg = Config(dict(
+        train_dataloader=dict(dataset=dict(type='CocoDataset', data_root=str(tmp_path / 'c'))),
+        val_dataloader=dict(dataset=dict(type='RepeatDataset', dataset=dict(
+            type='ADE20KDataset', data_root=str(tmp_path / 'a')))),
+        val_evaluator=[dict(type='CocoMetric', ann_file=str(tmp_path / 'ann.json'))]))
+    with pytest.raises(FileNotFoundError, match='make_tiny_coco.py') as err:
+        check_dataset_paths(cfg, ['train_dataloader'])
+    assert 'instances_{train,val}2017.json' in str(err.value)
+    with pytest.raises(FileNotFoundError, match='make_tiny_ade20k.py') as err:
+        check_dataset_paths(cfg, ['val_dataloader'])
+    assert '--cfg-options val_dataloader.dataset.dataset.data_root=' in str(err.value)
+    with pytest.raises(FileNotFoundError, match=r'val_evaluator\[0\]\.ann_file='):
+        check_evaluator_files(cfg, ['val_evaluator'])
+    (tmp_path / 'ann.json').write_text('{}')
+    check_evaluator_files(cfg, ['val_evaluator'])

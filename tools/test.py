@@ -43,7 +43,8 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     import hat_mm  # noqa: F401
-    from hat_mm.utils import check_checkpoint_file, check_dataset_paths, load_weights_strict
+    from hat_mm.utils import (check_checkpoint_file, check_dataset_paths,
+                              check_evaluator_files, load_weights_strict)
 
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
@@ -62,6 +63,7 @@ def main(argv=None):
         cfg.tta_model.module = cfg.model
         cfg.model = cfg.tta_model
     check_dataset_paths(cfg, ['test_dataloader'])
+    check_evaluator_files(cfg, ['test_evaluator'])
     check_checkpoint_file(args.checkpoint)
     cfg.load_from, cfg.resume = None, False  # loaded below, strictly
     if args.launcher != 'none' and not torch.cuda.is_available() \

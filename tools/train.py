@@ -79,17 +79,18 @@ def main(argv=None):
     args = parse_args(argv)
     import hat_mm  # noqa: F401  registers HAT parts; allow-lists mmengine checkpoint classes
     from hat_mm.utils import (check_checkpoint_file, check_dataset_paths,
-                              check_pretrained_paths)
+                              check_evaluator_files, check_pretrained_paths)
 
     cfg = merge_args(Config.fromfile(args.config), args)
-    loaders = ['train_dataloader'] + (['val_dataloader'] if cfg.get('val_cfg') else [])
-    check_dataset_paths(cfg, loaders)
+    validate = all(cfg.get(k) is not None for k in ('val_cfg', 'val_dataloader',
+                                                     'val_evaluator'))  # mmengine's rule
+    check_dataset_paths(cfg, ['train_dataloader'] + (['val_dataloader'] if validate else []))
+    check_evaluator_files(cfg, ['val_evaluator'] if validate else [])
     if not cfg.get('resume'):
         check_pretrained_paths(cfg)
-    for key in ('load_from', ):
-        if cfg.get(key):
-            check_checkpoint_file(cfg.get(key), 'resume checkpoint' if cfg.get('resume')
-                                  else 'load_from checkpoint')
+    if cfg.get('load_from'):
+        check_checkpoint_file(cfg.load_from, 'resume checkpoint' if cfg.get('resume')
+                              else 'load_from checkpoint')
     if args.launcher != 'none' and not torch.cuda.is_available() \
             and not torch.distributed.is_initialized():
         # mmengine's launcher would call torch.cuda.set_device; on CPU use gloo directly.

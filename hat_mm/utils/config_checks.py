@@ -2,8 +2,26 @@
 import os.path as osp
 from typing import Iterable, Iterator, Tuple
 
-DEMO_HINT = ('For the embedded demo data run: python tools/dataset_converters/'
-             'make_digits_imagenet.py data/digits')
+# what each dataset family expects under data_root, and how to make small data of that kind
+LAYOUTS = {
+    'coco': ('COCO layout: <data_root>/annotations/instances_{train,val}2017.json, '
+             '<data_root>/train2017/, <data_root>/val2017/',
+             'python tools/dataset_converters/make_tiny_coco.py data/tiny_coco'),
+    'ade': ('ADE20K layout: <data_root>/images/{training,validation}/*.jpg, '
+            '<data_root>/annotations/{training,validation}/*.png',
+            'python tools/dataset_converters/make_tiny_ade20k.py data/tiny_ade20k'),
+    'imagenet': ('ImageNet layout: <data_root>/train/<class>/*.JPEG, <data_root>/val/*.JPEG, '
+                 '<data_root>/meta/train.txt and val.txt; see README "Data"',
+                 'python tools/dataset_converters/make_digits_imagenet.py data/digits'),
+}
+
+
+def _layout(dataset_type) -> tuple:
+    name = str(dataset_type).lower()
+    for key in ('coco', 'ade'):
+        if key in name:
+            return LAYOUTS[key]
+    return LAYOUTS['imagenet']
 
 
 def _datasets(cfg, prefix: str) -> Iterator[Tuple[str, dict]]:
@@ -30,13 +48,12 @@ def check_dataset_paths(cfg, dataloader_keys: Iterable[str]) -> None:
             if '://' in str(root):
                 continue  # remote storage: leave it to the file backend
             if root and not osp.isdir(root):
+                layout, small = _layout(ds.get('type', ''))
                 raise FileNotFoundError(
                     f"{where}.data_root='{root}' does not exist (looked in "
-                    f"{osp.abspath(root)}). Put the dataset there (ImageNet layout: "
-                    f'<data_root>/train/<class>/*.JPEG, <data_root>/val/*.JPEG, '
-                    f'<data_root>/meta/train.txt and val.txt; see README "Data") or point '
-                    f'the config at it: --cfg-options {where}.data_root=/path/to/data. '
-                    f'{DEMO_HINT}')
+                    f'{osp.abspath(root)}). Put the dataset there ({layout}) or point the '
+                    f'config at it: --cfg-options {where}.data_root=/path/to/data. '
+                    f'Small data of this kind for a smoke run: {small}')
             ann = ds.get('ann_file') or ''
             if ann and '://' not in str(ann):
                 path = ann if osp.isabs(ann) else osp.join(root, ann)
@@ -45,6 +62,21 @@ def check_dataset_paths(cfg, dataloader_keys: Iterable[str]) -> None:
                         f"{where}.ann_file='{ann}' does not exist (looked for {path}). Create "
                         f'it or set --cfg-options {where}.ann_file=... (an empty ann_file '
                         'makes mmpretrain scan class folders).')
+
+
+def check_evaluator_files(cfg, evaluator_keys: Iterable[str]) -> None:
+    """Fail early when an evaluator's ``ann_file`` (COCO metrics) does not exist."""
+    for key in evaluator_keys:
+        evaluator = cfg.get(key)
+        metrics = evaluator if isinstance(evaluator, (list, tuple)) else [evaluator]
+        for i, metric in enumerate(metrics):
+            ann = metric.get('ann_file') if isinstance(metric, dict) else None
+            if ann and '://' not in str(ann) and not osp.isfile(ann):
+                where = key if not isinstance(evaluator, (list, tuple)) else f'{key}[{i}]'
+                raise FileNotFoundError(
+                    f"{where}.ann_file='{ann}' does not exist. Evaluators keep their own "
+                    f'annotation path: set it with the data, e.g. --cfg-options '
+                    f'{where}.ann_file=/path/to/annotations.json')
 
 
 def _pretrained_inits(node, where: str):
