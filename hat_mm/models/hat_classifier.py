@@ -19,6 +19,7 @@ from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
 from ..hat_update import HATConfig, hat_backward
+from .fused_window_attention import use_fused_window_attention
 
 
 class HATClassifierMixin:
@@ -121,11 +122,17 @@ class HATImageClassifier(HATClassifierMixin, ImageClassifier):
     Args:
         hat (dict): fields of :class:`hat_mm.hat_update.HATConfig`; validated when the model
             is built. Other arguments are those of ``ImageClassifier``.
+        fused_window_attention (bool): run mmpretrain's Swin window attention through
+            ``scaled_dot_product_attention`` (:mod:`hat_mm.models.fused_window_attention`);
+            same function and state dict. Default False.
     """
 
-    def __init__(self, *args, hat: Optional[dict] = None, **kwargs):
+    def __init__(self, *args, hat: Optional[dict] = None,
+                 fused_window_attention: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self._init_hat(hat)
+        if fused_window_attention:
+            use_fused_window_attention(self)
 
     def hat_classification_loss(self, output, data_samples, inputs):
         return self.head._get_loss(output.float(), data_samples)

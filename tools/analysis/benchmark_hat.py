@@ -4,6 +4,7 @@ process, on the same model and inputs.
 
     python tools/analysis/benchmark_hat.py CONFIG [--batch-size 128] [--amp bf16|fp16]
                                                   [--device cuda|cpu] [--iters 20]
+                                                  [--cfg-options model.fused_window_attention=True]
 
 - plain:    one forward + backward + optimizer step of the classifier's own loss;
 - official: SPEC section 1 written as a plain PyTorch loop in this file, with the clean
@@ -21,7 +22,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 from mmengine.optim import build_optim_wrapper
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
@@ -38,6 +39,8 @@ def parse_args(argv=None):
     p.add_argument('--warmup', type=int, default=5)
     p.add_argument('--img-size', type=int, default=None,
                    help='default: the backbone img_size, else 224')
+    p.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
+                   help='override config entries, e.g. model.fused_window_attention=True')
     p.add_argument('--steps', default='plain,official,hat-mm',
                    help='comma-separated subset of plain,official,hat-mm')
     return p.parse_args(argv)
@@ -93,7 +96,9 @@ def main(argv=None):
     args = parse_args(argv)
     import hat_mm  # noqa: F401
     from hat_mm.engine import apply_hat
-    cfg = apply_hat(Config.fromfile(args.config))
+    cfg = Config.fromfile(args.config)
+    cfg.merge_from_dict(args.cfg_options)
+    cfg = apply_hat(cfg)
     device = args.device
     bs = args.batch_size or (128 if device.startswith('cuda') else 16)
     img = args.img_size or cfg.model.backbone.get('img_size', 224)

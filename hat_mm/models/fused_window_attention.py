@@ -1,0 +1,48 @@
+"""A fused path for mmpretrain's Swin window attention.
+
+mmpretrain 1.2's ``WindowMSA`` computes softmax attention by hand (``q @ k^T``, bias,
+mask, softmax, ``@ v``): several kernels and an ``N x N`` attention matrix kept for the
+backward, once per HAT pass. :class:`SDPAWindowMSA` computes the same function with
+``torch.nn.functional.scaled_dot_product_attention`` (relative position bias and shift mask
+as an additive ``attn_mask``), which PyTorch runs as one fused kernel where one fits.
+Parameters, buffers and state-dict keys are unchanged, so checkpoints are interchangeable.
+"""
+import torch
+import torch.nn.functional as F
+from mmpretrain.models.utils.attention import WindowMSA
+
+
+class SDPAWindowMSA(WindowMSA):
+    """``WindowMSA`` with the attention done by ``scaled_dot_product_attention``."""
+
+    def forward(self, x, mask=None):
+        B_, N, C = x.shape
+        heads = self.num_heads
+        qkv = self.qkv(x).reshape(B_, N, 3, heads, C // heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # B_, heads, N, d
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
+        bias = bias.view(N, N, heads).permute(2, 0, 1)  # heads, N, N
+        if mask is None:
+            attn_mask = bias.unsqueeze(0)
+        else:  # windows of one image are consecutive: fold them into the head dimension
+            nW = mask.shape[0]
+            q, k, v = (t.reshape(B_ // nW, nW * heads, N, -1) for t in (q, k, v))
+            attn_mask = (bias.unsqueeze(0) + mask.unsqueeze(1)).reshape(1, nW * heads, N, N)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask.to(q.dtype),
+            dropout_p=self.attn_drop.p if self.training else 0.0, scale=self.scale)
+        out = out.reshape(B_, heads, N, -1).transpose(1, 2).reshape(B_, N, C)
+        return self.proj_drop(self.proj(out))
+
+
+def use_fused_window_attention(model: torch.nn.Module) -> int:
+    """Switch every mmpretrain ``WindowMSA`` in ``model`` to :class:`SDPAWindowMSA`.
+
+    Returns how many modules were switched.
+    """
+    count = 0
+    for module in model.modules():
+        if type(module) is WindowMSA:
+            module.__class__ = SDPAWindowMSA
+            count += 1
+    return count
