@@ -7,7 +7,7 @@ __version__ = '0.1.0'
 
 from .hat_update import HATConfig, hat_backward, symmetric_kl  # noqa: E402
 from .utils import allow_mmengine_checkpoint_classes  # noqa: E402
-from . import engine, evaluation, models  # noqa: E402,F401  (registration)
+from . import datasets, engine, evaluation, models  # noqa: E402,F401  (registration)
 
 allow_mmengine_checkpoint_classes()
 

@@ -22,6 +22,8 @@ from mmengine.runner import Runner
 HAT_CLASSIFIER_TYPES = {
     'ImageClassifier': 'HATImageClassifier',
     'TimmClassifier': 'HATTimmClassifier',
+    'VOLOClassifier': 'HATVOLOClassifier',  # timm VOLO + token labeling
+    'DistilledImageClassifier': 'HATDistilledImageClassifier',  # DeiT distillation
 }
 HAT_WRAPPERS = ('HATDistributedDataParallel', )
 

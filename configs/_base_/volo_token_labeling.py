@@ -1,0 +1,112 @@
+# VOLO + token labeling on ImageNet-1k at 224 (Yuan et al. 2021, VOLO's recipe through the
+# `tlt` token-labeling package), shared by configs/hat_volo_*.py; those also inherit the HAT
+# overlay ./hat.py. Model: timm's VOLO in hat_mm/models/volo.py (VOLOClassifier; HATRunner
+# turns it into HATVOLOClassifier). Data/schedule: mmpretrain's Swin/DeiT ImageNet recipe
+# (AdamW, no decay on norms/biases/position tables, RandAugment m9-mstd0.5-inc1, erasing 0.25,
+# mixup 0.8 / cutmix 1.0, label smoothing 0.1), with the token-labeling parts:
+#   - score maps: one <token_label_root>/<class>/<image>.pt per training image (tlt's format:
+#     float16 [2, k, H, W] = top-k teacher logits / class indices). The maps released with
+#     the VOLO code (NFNet-F6 teacher, `label_top5_train_nfnet`) or
+#     tools/dataset_converters/make_token_labels.py;
+#   - TokenLabelRandomResizedCrop + RandomFlip record where the crop lies; the data
+#     preprocessor cuts the dense targets out with roi_align (label_size = img_size // 16)
+#     and mixes images and targets (timm's batch-mode mixup/cutmix, done there because the
+#     dense targets must follow the images);
+#   - RandAugment with the photometric policies of timm's increasing set only: the geometric
+#     ones (Rotate, Shear, Translate) would move pixels under fixed dense targets here (tlt
+#     transforms its label maps with them). `policies='timm_increasing'` restores them, with
+#     misaligned dense targets for those samples.
+_base_ = [
+    'mmpretrain::_base_/datasets/imagenet_bs64_swin_224.py',
+    'mmpretrain::_base_/schedules/imagenet_bs1024_adamw_swin.py',
+    'mmpretrain::_base_/default_runtime.py',
+]
+
+data_root = 'data/imagenet'
+token_label_root = 'data/imagenet/label_top5_train_nfnet'
+num_classes = 1000
+img_size = 224
+crop_pct = 0.96  # timm default_cfg of volo_*_224: resize to floor(224 / 0.96) = 233, crop 224
+
+model = dict(
+    type='VOLOClassifier',
+    model_name='volo_d1_224',
+    pretrained=False,
+    num_classes=num_classes,
+    drop_path_rate=0.1,
+    # tlt TokenLabelCrossEntropy with VOLO's --dense-weight 0.5, --cls-weight 1.0
+    token_label=dict(dense_weight=0.5, cls_weight=1.0, ground_truth=False, mix_token=True),
+    data_preprocessor=dict(
+        type='mmpretrain.TokenLabelDataPreprocessor',
+        num_classes=num_classes,
+        label_size=img_size // 16,  # VOLO --token-label-size 14 at 224
+        mean=[123.675, 116.28, 103.53],
+        std=[58.395, 57.12, 57.375],
+        to_rgb=True,
+        mixup_alpha=0.8,
+        cutmix_alpha=1.0,
+        switch_prob=0.5,
+        label_smoothing=0.1),
+)
+
+bgr_mean = [103.53, 116.28, 123.675]
+bgr_std = [57.375, 57.12, 58.395]
+photometric_randaug_policies = [
+    dict(type='AutoContrast'),
+    dict(type='Equalize'),
+    dict(type='Invert'),
+    dict(type='Posterize', magnitude_range=(4, 0)),
+    dict(type='Solarize', magnitude_range=(256, 0)),
+    dict(type='SolarizeAdd', magnitude_range=(0, 110)),
+    dict(type='ColorTransform', magnitude_range=(0, 0.9)),
+    dict(type='Contrast', magnitude_range=(0, 0.9)),
+    dict(type='Brightness', magnitude_range=(0, 0.9)),
+    dict(type='Sharpness', magnitude_range=(0, 0.9)),
+]
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadTokenLabel', label_root=token_label_root),
+    dict(type='TokenLabelRandomResizedCrop', scale=img_size, backend='pillow',
+         interpolation='bicubic'),
+    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    dict(type='RandAugment', policies=photometric_randaug_policies, num_policies=2,
+         total_level=10, magnitude_level=9, magnitude_std=0.5,
+         hparams=dict(pad_val=[104, 116, 124], interpolation='bicubic')),
+    dict(type='RandomErasing', erase_prob=0.25, mode='rand', min_area_ratio=0.02,
+         max_area_ratio=1 / 3, fill_color=bgr_mean, fill_std=bgr_std),
+    dict(type='PackInputs', algorithm_keys=('token_label', 'token_label_box')),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='ResizeEdge', scale=233, edge='short', backend='pillow',
+         interpolation='bicubic'),
+    dict(type='PaddedCenterCrop', crop_size=img_size),
+    dict(type='PackInputs'),
+]
+train_dataloader = dict(
+    batch_size=128,  # per GPU; 8 GPUs -> 1024 (VOLO: -b 128 on 8 GPUs)
+    dataset=dict(data_root=data_root, pipeline=train_pipeline))
+val_dataloader = dict(dataset=dict(data_root=data_root, pipeline=test_pipeline))
+test_dataloader = val_dataloader
+
+# timm's AdamW as the official script builds it: lr per 1024 images scaled linearly,
+# weight decay 0.05, none on 1-D parameters and on VOLO's no_weight_decay() = pos_embed,
+# cls_token; no gradient clipping (train.py default).
+optim_wrapper = dict(
+    optimizer=dict(lr=1.6e-3, weight_decay=0.05),
+    paramwise_cfg=dict(custom_keys={
+        '.pos_embed': dict(decay_mult=0.0),
+        '.cls_token': dict(decay_mult=0.0),
+    }),
+    clip_grad=None,
+)
+auto_scale_lr = dict(enable=True, base_batch_size=1024)
+# 20 warm-up epochs from 1e-6, cosine to 1e-5 at 300, 10 cool-down epochs (train.py defaults;
+# the VOLO README: "train volo_d1 on 224 with 310 epoch")
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-6 / 1.6e-3, by_epoch=True, end=20,
+         convert_to_iter_based=True),
+    dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=True, begin=20, end=300,
+         convert_to_iter_based=True),
+]
+train_cfg = dict(by_epoch=True, max_epochs=310, val_interval=1)

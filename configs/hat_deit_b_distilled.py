@@ -1,0 +1,53 @@
+# DeiT-B distilled (ViT-B with a distillation token) + HAT on ImageNet-1k, with DeiT's hard
+# distillation from a RegNetY-16GF teacher (paper: 84.3 top-1; release
+# hat_deit_base_distilled_patch16_224.pth.tar), the official `train_kd.py` setting.
+#   bash tools/dist_train.sh configs/hat_deit_b_distilled.py 8
+# Needs the trained teacher: DeiT's RegNetY-16GF weights (regnety_160-a5fe301d.pth, a timm
+# regnety_160; `teacher_checkpoint` below) -- or any mmpretrain/timm classifier, through
+# model.distillation.teacher (a model config) or .teacher_config (a config file). The teacher
+# sees the same normalised input as the student (ImageNet mean/std, as in DeiT), perturbed by
+# HAT's delta_k, is frozen, in eval mode, and is not saved in the checkpoints
+# (hat_mm/models/distillation.py).
+# Student: mmpretrain's DistilledVisionTransformer (deit-base) + DeiTClsHead, 87.3M params.
+# Recipe: DeiT's as in configs/hat_vit_b.py (8 GPUs x 128, lr 1e-3 per 1024 images scaled
+# linearly (DeiT's 5e-4 x 1024 / 512), weight decay 0.05, drop-path 0.1, no clipping, 5 warm-up
+# epochs, cosine to 1e-5, 300 + 10 epochs; RandAugment, erasing 0.25, mixup 0.8 / cutmix 1.0,
+# label smoothing 0.1 from the mmpretrain recipe), plus DeiT's distillation: hard, alpha 0.5,
+# tau 1.0 (train_kd.py defaults: --distillation-alpha 0.5 --distillation-tau 1.0). No EMA
+# (train_kd.py's --model-ema is off by default). HAT defaults from configs/_base_/hat.py.
+_base_ = [
+    'mmpretrain::deit/deit-base-distilled_16xb64_in1k.py',
+    './_base_/hat.py',
+]
+custom_imports = dict(imports=['hat_mm', 'hat_mm.models.distillation'],
+                      allow_failed_imports=False)
+
+model = dict(
+    type='DistilledImageClassifier',  # HATRunner: -> HATDistilledImageClassifier
+    backbone=dict(drop_path_rate=0.1),
+    distillation=dict(
+        type='hard',
+        alpha=0.5,
+        tau=1.0,
+        teacher=dict(type='TimmClassifier', model_name='regnety_160', pretrained=False,
+                     num_classes=1000),
+        teacher_checkpoint='checkpoints/regnety_160-a5fe301d.pth',
+    ),
+)
+train_dataloader = dict(batch_size=128)  # per GPU; 8 GPUs -> 1024
+
+# timm's optimizer filter skips DeiT's no_weight_decay() = pos_embed, cls_token, dist_token
+optim_wrapper = dict(
+    optimizer=dict(lr=1e-3, weight_decay=0.05),
+    paramwise_cfg=dict(custom_keys={'.dist_token': dict(decay_mult=0.0)}),
+    clip_grad=None,
+)
+auto_scale_lr = dict(enable=True, base_batch_size=1024)
+
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-3, by_epoch=True, end=5,
+         convert_to_iter_based=True),
+    dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=True, begin=5, end=300,
+         convert_to_iter_based=True),
+]
+train_cfg = dict(max_epochs=310)

@@ -1,0 +1,536 @@
+"""VOLO + token labeling + HAT: the five configs, the release checkpoints, the token-label
+targets, the score-map tool, and the HAT update against a plain-PyTorch reference."""
+import argparse
+import copy
+import math
+import os
+import os.path as osp
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from mmengine.config import Config
+from mmengine.dataset import pseudo_collate
+from mmengine.optim import OptimWrapper
+
+import hat_mm  # noqa: F401
+import hat_mm.datasets  # noqa: F401
+import hat_mm.models.volo  # noqa: F401  (registers VOLOClassifier, HATVOLOClassifier)
+from hat_mm import hat_backward
+from hat_mm.engine import apply_hat
+
+from .runner_utils import ROOT
+
+EPS, ALPHA, W_KL, W_CE = 2 / 255, 1 / 255, 0.01, 3.0
+DEMO_CONFIG = osp.join(ROOT, 'configs', 'demo', 'hat_vit_digits.py')
+
+# paper params (M), img size, label size, timm model, crop_pct, lr, drop-path, epochs, GT
+VOLO_ROWS = {
+    'hat_volo_d1_224': (26.6, 224, 14, 'volo_d1_224', 0.96, 1.6e-3, 0.1, 310, False),
+    'hat_volo_d1_384': (26.6, 384, 24, 'volo_d1_384', 1.0, 8e-6, 0.1, 40, True),
+    'hat_volo_d5_224': (295.5, 224, 14, 'volo_d5_224', 0.96, 8e-4, 0.75, 310, False),
+    'hat_volo_d5_448': (295.5, 448, 28, 'volo_d5_448', 1.15, 8e-6, 0.75, 40, True),
+    'hat_volo_d5_512': (295.5, 512, 32, 'volo_d5_512', 1.15, 8e-6, 0.75, 40, True),
+}
+
+
+def _build(cfg_model, device=None):
+    from mmpretrain.registry import MODELS
+    if device is None:
+        return MODELS.build(cfg_model)
+    with torch.device(device):
+        return MODELS.build(cfg_model)
+
+
+@pytest.mark.parametrize('name', sorted(VOLO_ROWS))
+def test_volo_config(name):
+    from timm.models import get_pretrained_cfg
+    params_m, img, label_size, timm_name, crop_pct, lr, dp, epochs, gt = VOLO_ROWS[name]
+    raw = Config.fromfile(osp.join(ROOT, 'configs', f'{name}.py'))
+    assert raw.runner_type == 'HATRunner'
+    cfg = apply_hat(raw)
+    assert cfg.model.type == 'HATVOLOClassifier'
+    hat = cfg.model.hat
+    assert (hat.adv_iters, hat.adv_epochs, hat.adv_kl_weight, hat.adv_ce_weight) == \
+        (3, 200, 0.01, 3.0)
+    assert cfg.model.model_name == timm_name and cfg.model.drop_path_rate == dp
+    assert cfg.model.token_label == dict(dense_weight=0.5, cls_weight=1.0, ground_truth=gt,
+                                         mix_token=True)
+    pre = cfg.model.data_preprocessor
+    assert pre.label_size == label_size == img // 16
+    assert (pre.mixup_alpha, pre.cutmix_alpha, pre.label_smoothing) == (0.8, 1.0, 0.1)
+    opt = cfg.optim_wrapper
+    assert opt.optimizer.type == 'AdamW' and opt.optimizer.lr == lr and opt.clip_grad is None
+    assert opt.optimizer.weight_decay == (0.05 if epochs == 310 else 1e-8)
+    assert opt.paramwise_cfg.custom_keys['.pos_embed'] == dict(decay_mult=0.0)
+    assert cfg.auto_scale_lr == dict(enable=True, base_batch_size=1024)
+    assert cfg.train_cfg.max_epochs == epochs
+    assert cfg.param_scheduler[1].end == epochs - 10
+    pipe = cfg.train_dataloader.dataset.pipeline
+    assert [t['type'] for t in pipe] == [
+        'LoadImageFromFile', 'LoadTokenLabel', 'TokenLabelRandomResizedCrop', 'RandomFlip',
+        'RandAugment', 'RandomErasing', 'PackInputs']
+    assert pipe[2]['scale'] == img
+    # evaluation as timm's default_cfg of the model (crop_pct read from timm's source)
+    tcfg = get_pretrained_cfg(timm_name)
+    assert tcfg.crop_pct == crop_pct and tcfg.input_size[-1] == img
+    test = cfg.test_dataloader.dataset.pipeline
+    assert test[1]['type'] == 'ResizeEdge' and test[1]['scale'] == math.floor(img / crop_pct)
+    assert test[2] == dict(type='PaddedCenterCrop', crop_size=img)
+    assert 'HATPhaseHook' in [h['type'] for h in cfg.custom_hooks]
+    if epochs == 40:
+        assert cfg.load_from.endswith('epoch_310.pth')
+
+    model = _build(cfg.model, device='meta')  # no memory, no initialisation
+    n = sum(p.numel() for p in model.parameters())
+    pos = model.model.pos_embed
+    # the paper repeats the 224 count for its higher resolutions: compare without the growth
+    # of the position table (grid (img/16)^2 instead of 14^2)
+    extra = (pos.shape[1] * pos.shape[2] - 14 * 14) * pos.shape[3]
+    print(f'{name}: {n / 1e6:.3f}M parameters ({(n - extra) / 1e6:.3f}M at the 224 grid)')
+    assert abs((n - extra) / 1e6 - params_m) <= 0.1, f'{name}: {n / 1e6:.2f}M'
+
+
+def test_volo_release_checkpoint_reproduces_timm_logits(tmp_path):
+    """A release-format checkpoint (timm training checkpoint of volo_d1_224, random weights)
+    converts and gives timm's evaluation logits in the model of configs/hat_volo_d1_224.py."""
+    import timm
+
+    from hat_mm.utils import load_weights_strict
+    from tools.model_converters.timm_volo_deit_to_mmpretrain import convert_checkpoint
+    torch.manual_seed(0)
+    ref = timm.create_model('volo_d1_224', pretrained=False).eval()
+    with torch.no_grad():  # non-trivial norms and heads
+        for m in ref.modules():
+            if isinstance(m, (torch.nn.LayerNorm, torch.nn.BatchNorm2d)):
+                m.weight.normal_(1.0, 0.1)
+                m.bias.normal_(0.0, 0.1)
+    src = tmp_path / 'hat_volo_d1_224.pth.tar'
+    torch.save({'epoch': 309, 'arch': 'volo_d1_224', 'state_dict': ref.state_dict(),
+                'args': argparse.Namespace(model='volo_d1', img_size=224, crop_pct=None,
+                                           token_label_size=14)}, src)
+    dst = tmp_path / 'converted.pth'
+    meta = convert_checkpoint(str(src), str(dst))
+    assert meta['arch'] == 'volo-d1-224' and meta['config'] == 'configs/hat_volo_d1_224.py'
+
+    cfg = apply_hat(Config.fromfile(osp.join(ROOT, 'configs', 'hat_volo_d1_224.py')))
+    model = _build(cfg.model)
+    load_weights_strict(model, str(dst))
+    model.eval()
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        expected = ref(x)
+        got = model(x, mode='tensor')
+    err = (got - expected).abs().max().item()
+    print(f'volo_d1_224 max logit error {err:.2e}')
+    assert err < 1e-4
+    # the official prediction: class token + 0.5 * max over the token logits
+    with torch.no_grad():
+        feats = ref.forward_features(x)
+        official = ref.head(feats[:, 0]) + 0.5 * ref.aux_head(feats[:, 1:]).max(1)[0]
+    torch.testing.assert_close(got, official, rtol=0, atol=1e-4)
+
+
+def test_dense_targets_follow_crop_and_flip():
+    """roi_align over the crop box, per-token targets row-major, flips applied to the crop."""
+    from hat_mm.models.token_labeling import dense_token_targets, topk_to_dense
+    H = W = 8
+    C = 8
+    # top-1 class of location (r, c) is its column c, top-2 class its row r (smaller logit)
+    cols = torch.arange(W).view(1, W).expand(H, W).float()
+    rows = torch.arange(H).view(H, 1).expand(H, W).float()
+    topk = torch.stack([torch.stack([torch.full((H, W), 20.), torch.full((H, W), 10.)]),
+                        torch.stack([cols, rows])])[None].half()  # 1, 2, k=2, H, W
+    dense = topk_to_dense(topk.repeat(4, 1, 1, 1, 1), C)
+    box = torch.tensor([[0.5, 0.0, 1.0, 0.5]]).repeat(4, 1)  # right half, top half
+    cls, tok = dense_token_targets(dense, box, flips=[0, 1, 2, 3], label_size=4)
+    assert tok.shape == (4, 16, C) and cls.shape == (4, C)
+    torch.testing.assert_close(tok.sum(-1), torch.ones(4, 16))
+    top = tok.argmax(-1).view(4, 4, 4)  # sample, token row, token col
+    expected_cols = torch.tensor([4, 5, 6, 7])
+    assert (top[0] == expected_cols.view(1, 4)).all()  # no flip
+    assert (top[1] == expected_cols.flip(0).view(1, 4)).all()  # horizontal
+    assert (top[2] == expected_cols.view(1, 4)).all()  # vertical: columns unchanged
+    rows_of = tok[..., :4].argmax(-1).view(4, 4, 4)  # second choice among classes 0..3
+    assert (rows_of[0] == torch.arange(4).view(4, 1)).all()
+    assert (rows_of[2] == torch.arange(4).flip(0).view(4, 1)).all()  # vertical flip
+    assert (rows_of[3] == torch.arange(4).flip(0).view(4, 1)).all()
+    # the class-token target pools the whole crop: its top classes are the crop's columns
+    assert set(cls[0].topk(4).indices.tolist()) == {4, 5, 6, 7}
+
+
+def test_crop_transform_records_its_box(tmp_path):
+    from hat_mm.datasets import LoadTokenLabel, TokenLabelRandomResizedCrop
+    h, w = 60, 80
+    yy, xx = np.meshgrid(np.arange(h), np.arange(w), indexing='ij')
+    img = np.stack([xx * 3, yy * 4, np.zeros_like(xx)], -1).astype(np.uint8)  # x, y coded
+    label_dir = tmp_path / 'labels'
+    os.makedirs(label_dir / 'cls')
+    torch.save(torch.zeros(2, 5, 4, 4).half(), label_dir / 'cls' / 'img.pt')
+    results = dict(img=img, img_path=str(tmp_path / 'train' / 'cls' / 'img.png'))
+    results = LoadTokenLabel(str(label_dir))(results)
+    assert results['token_label'].shape == (2, 5, 4, 4)
+    np.random.seed(3)
+    out = TokenLabelRandomResizedCrop(scale=40, crop_ratio_range=(0.2, 0.5),
+                                      interpolation='nearest')(results)
+    x0, y0, x1, y1 = out['token_label_box']
+    o = out['img'].astype(float)
+    assert abs(o[0, 0, 0] / 3 - x0 * w) <= 1 and abs(o[0, 0, 1] / 4 - y0 * h) <= 1
+    assert abs(o[-1, -1, 0] / 3 - (x1 * w - 1)) <= 1.5
+    assert abs(o[-1, -1, 1] / 4 - (y1 * h - 1)) <= 1.5
+    assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1
+
+
+# ----------------------------------------------------------------------------- demo data
+TINY_ARCH = dict(layers=(1, 1, 1, 1), embed_dims=(16, 32, 32, 32), num_heads=(2, 4, 4, 4),
+                 img_size=64, stem_hidden_dim=8)
+
+
+def _teacher_options(digits_root):
+    return {
+        'model.backbone.arch': dict(embed_dims=32, num_layers=1, num_heads=2,
+                                    feedforward_channels=64),
+        'model.head.in_channels': 32,
+        'train_dataloader.dataset.data_root': digits_root,
+    }
+
+
+@pytest.fixture(scope='module')
+def digits_token_labels(digits_root, tmp_path_factory):
+    """Score maps of the demo training images from a small ViT teacher (the tool)."""
+    from mmpretrain.registry import MODELS
+
+    from tools.dataset_converters.make_token_labels import make_token_labels
+    tmp = tmp_path_factory.mktemp('token_labels')
+    opts = _teacher_options(digits_root)
+    cfg = Config.fromfile(DEMO_CONFIG)
+    cfg.merge_from_dict(opts)
+    cfg.model.setdefault('data_preprocessor', cfg.data_preprocessor)
+    torch.manual_seed(0)
+    teacher = MODELS.build(cfg.model)
+    ckpt = str(tmp / 'teacher.pth')
+    torch.save({'state_dict': teacher.state_dict()}, ckpt)
+    out = str(tmp / 'maps')
+    info = make_token_labels(DEMO_CONFIG, ckpt, out, img_size=32, topk=5, batch_size=512,
+                             cfg_options=opts)
+    return out, info
+
+
+def test_make_token_labels_writes_tlt_format(digits_token_labels, digits_root):
+    out, info = digits_token_labels
+    n_train = len(open(osp.join(digits_root, 'meta', 'train.txt')).read().split('\n')) - 1
+    assert info == dict(files=n_train, grid=(8, 8), topk=5, classes=10)
+    one = osp.join(out, 'digit_3', sorted(os.listdir(osp.join(out, 'digit_3')))[0])
+    m = torch.load(one, weights_only=True)
+    assert m.dtype == torch.float16 and m.shape == (2, 5, 8, 8)
+    idx = m[1].long()
+    assert idx.min() >= 0 and idx.max() < 10
+    assert (m[0][:-1] >= m[0][1:]).all()  # top-k values in decreasing order
+
+
+def _tiny_volo_cfg(digits_root, label_root, mixup, cutmix, K=3):
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'hat_volo_d1_224.py'))
+    cfg.model.pop('model_name')
+    cfg.model.arch = dict(TINY_ARCH)
+    cfg.model.num_classes = 10
+    cfg.model.drop_path_rate = 0.0
+    cfg.model.data_preprocessor.update(num_classes=10, label_size=4, mean=[79.0] * 3,
+                                       std=[87.0] * 3, mixup_alpha=mixup, cutmix_alpha=cutmix)
+    cfg.hat = dict(cfg.hat, adv_iters=K)
+    ds = cfg.train_dataloader.dataset
+    ds.data_root = digits_root
+    ds.metainfo = dict(classes=[f'digit_{i}' for i in range(10)])
+    ds.pipeline[1]['label_root'] = label_root
+    ds.pipeline[2]['scale'] = 64
+    return apply_hat(cfg)
+
+
+def _demo_batch(cfg, n=8, seed=0):
+    from mmengine.registry import init_default_scope
+    from mmpretrain.registry import DATASETS
+    init_default_scope('mmpretrain')
+    dataset = DATASETS.build(cfg.train_dataloader.dataset)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    idx = np.random.permutation(len(dataset))[:n]
+    return pseudo_collate([dataset[int(i)] for i in idx])
+
+
+def _seeded(seed=123):
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------- reference
+def ref_targets(samples, C, label_size, smoothing, mixup, cutmix, x):
+    """Targets and mixed images written out (timm batch-mode mixup/cutmix, tlt targets)."""
+    from torchvision.ops import roi_align
+    labels = torch.cat([s.gt_label[:1] for s in samples])
+    gt = F.one_hot(labels, C).float() * (1 - smoothing) + smoothing / C
+    cls_t, tok_t = [], []
+    for s in samples:
+        v, i = s.token_label[0].float(), s.token_label[1].float().round().long()
+        dense = torch.zeros(C, *v.shape[-2:]).scatter_(0, i, v)[None]
+        Hm, Wm = dense.shape[-2:]
+        x0, y0, x1, y1 = [float(t) for t in s.token_label_box]
+        roi = torch.tensor([[0, x0 * Wm - .5, y0 * Hm - .5, x1 * Wm - .5, y1 * Hm - .5]])
+        t = roi_align(dense, roi, (label_size, label_size), 1.0, -1, False)[0]
+        c = roi_align(dense, roi, (1, 1), 1.0, -1, False).flatten()
+        if s.flip:
+            assert s.flip_direction == 'horizontal'
+            t = t.flip(-1)
+        tok_t.append(F.softmax(t.flatten(1).t(), -1) * (1 - smoothing) + smoothing / C)
+        cls_t.append(F.softmax(c, -1) * (1 - smoothing) + smoothing / C)
+    cls_t, tok_t = torch.stack(cls_t), torch.stack(tok_t)
+    # timm Mixup._params_per_batch (mix_prob 1) with one of the two on
+    assert np.random.rand() < 1.0
+    if cutmix:
+        lam = np.random.beta(cutmix, cutmix)
+        h, w = x.shape[-2:]
+        r = np.sqrt(1 - lam)
+        ch, cw = int(h * r), int(w * r)
+        cy, cx = np.random.randint(0, h), np.random.randint(0, w)
+        yl, yh = np.clip(cy - ch // 2, 0, h), np.clip(cy + ch // 2, 0, h)
+        xl, xh = np.clip(cx - cw // 2, 0, w), np.clip(cx + cw // 2, 0, w)
+        lam = 1 - (yh - yl) * (xh - xl) / (h * w)
+        x = x.clone()
+        x[:, :, yl:yh, xl:xh] = x.flip(0)[:, :, yl:yh, xl:xh]
+    else:
+        lam = np.random.beta(mixup, mixup)
+        x = lam * x + (1 - lam) * x.flip(0)
+    mix = (lambda t: lam * t + (1 - lam) * t.flip(0))
+    return x, mix(gt), mix(cls_t), mix(tok_t)
+
+
+def ref_mix_token_box(grid):
+    """The official VOLO rand_bbox with scale 2, written out."""
+    lam = np.random.beta(1.0, 1.0)
+    cut = int(grid * np.sqrt(1. - lam))
+    cx, cy = np.random.randint(grid), np.random.randint(grid)
+    return (int(np.clip(cx - cut // 2, 0, grid)), int(np.clip(cy - cut // 2, 0, grid)),
+            int(np.clip(cx + cut // 2, 0, grid)), int(np.clip(cy + cut // 2, 0, grid)))
+
+
+def ref_volo_forward(volo, x, box):
+    """The official VOLO train-mode forward with MixToken (timm's submodules)."""
+    x = volo.patch_embed(x).permute(0, 2, 3, 1)
+    b1, b2, b3, b4 = box
+    tmp = x.clone()
+    tmp[:, 2 * b1:2 * b3, 2 * b2:2 * b4] = x.flip(0)[:, 2 * b1:2 * b3, 2 * b2:2 * b4]
+    x = volo.norm(volo.forward_cls(volo.forward_tokens(tmp)))
+    cls = volo.head(x[:, 0])
+    aux = volo.aux_head(x[:, 1:])
+    g = int(aux.shape[1] ** 0.5)
+    aux = aux.reshape(aux.shape[0], g, g, -1)
+    tmp = aux.clone()
+    tmp[:, b1:b3, b2:b4] = aux.flip(0)[:, b1:b3, b2:b4]
+    return cls, tmp.reshape(aux.shape[0], g * g, -1)
+
+
+def reference_hat_volo(model, x, gt, cls_t, tok_t, box, K):
+    """SPEC section 1 with the token-labeling loss (tlt TokenLabelCrossEntropy, dense weight
+    0.5) as CE_k; returns (param grads, deltas used)."""
+    volo = model.model
+    params = [p for p in model.parameters() if p.requires_grad]
+    N = tok_t.shape[1]
+    lam = 1 - (box[2] - box[0]) * (box[3] - box[1]) / N
+    target_cls = lam * cls_t + (1 - lam) * cls_t.flip(0) if lam < 1 else cls_t
+
+    def ce(cls, aux):
+        c = (-target_cls * F.log_softmax(cls, -1)).sum(-1).mean()
+        a = (-tok_t * F.log_softmax(aux, -1)).sum(-1).mean()
+        return c + 0.5 * a
+
+    with torch.no_grad():
+        pc = F.softmax(ref_volo_forward(volo, x, box)[0], -1)
+    grads = [torch.zeros_like(p) for p in params]
+    delta = torch.zeros_like(x)
+    deltas = []
+    for k in range(K):
+        d = delta.clone().requires_grad_(True)
+        cls, aux = ref_volo_forward(volo, x + d, box)
+        p = F.softmax(cls, -1)
+        kl = 0.5 * ((pc * (pc.log() - p.log())).sum(-1) + (p * (p.log() - pc.log())).sum(-1))
+        kl = kl.mean()
+        loss = ce(cls, aux) + W_KL * kl if k == 0 else (W_CE * ce(cls, aux) + W_KL * kl) / (K - 1)
+        out = torch.autograd.grad(loss, params + [d])
+        grads = [g + o for g, o in zip(grads, out[:-1])]
+        delta = torch.clamp(delta + ALPHA * out[-1].sign(), -EPS, EPS)
+        if k < K - 1:
+            deltas.append(delta)
+    return grads, deltas
+
+
+@pytest.mark.parametrize('mixing', ['mixup', 'cutmix'])
+def test_hat_volo_train_step_matches_reference(digits_root, digits_token_labels, mixing):
+    """Demo data with score maps from the tool -> pipeline -> TokenLabelDataPreprocessor ->
+    the HAT step of HATVOLOClassifier, against the reference written out above."""
+    from mmpretrain.registry import MODELS
+    mixup, cutmix = (0.8, 0.0) if mixing == 'mixup' else (0.0, 1.0)
+    K = 3
+    cfg = _tiny_volo_cfg(digits_root, digits_token_labels[0], mixup, cutmix, K)
+    batch = _demo_batch(cfg)
+    assert batch['data_samples'][0].token_label.shape == (2, 5, 8, 8)
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.train()
+    model.set_hat_phase(True)
+    ref = copy.deepcopy(model)
+
+    _seeded()
+    data = ref.data_preprocessor(copy.deepcopy(batch), True)
+    x = data['inputs']
+    box = ref_mix_token_box(4)
+    _seeded()
+    raw = ref.data_preprocessor.cast_data(copy.deepcopy(batch))
+    x_plain = (torch.stack(raw['inputs']).flip(1).float() - 79.0) / 87.0
+    x_ref, gt, cls_t, tok_t = ref_targets(raw['data_samples'], 10, 4, 0.1, mixup, cutmix,
+                                          x_plain)
+    torch.testing.assert_close(x, x_ref)  # the same mixed images
+    samples = data['data_samples']
+    torch.testing.assert_close(torch.stack([s.gt_score for s in samples]), gt)
+    torch.testing.assert_close(torch.stack([s.token_label_cls for s in samples]), cls_t)
+    torch.testing.assert_close(torch.stack([s.token_label_dense for s in samples]), tok_t)
+
+    grads, ref_deltas = reference_hat_volo(ref, x, gt, cls_t, tok_t, box, K)
+    expected = [p.detach() - 0.5 * g for p, g in zip(ref.parameters(), grads)]
+
+    # the update itself, with the deltas (hat_backward on the preprocessed batch)
+    probe = copy.deepcopy(ref)
+    probe._mix_token_step = dict(box=box, grid=(4, 4))
+    probe.zero_grad()
+    log_vars, deltas = hat_backward(
+        forward=lambda v: probe(v, mode='tensor'), clean_forward=lambda v: probe(v, mode='tensor'),
+        classification_loss=lambda out, v: probe.hat_classification_loss(out, samples, v)['loss'],
+        inputs=x, backward=lambda loss, last: loss.backward(), hat=probe.hat, num_iters=K,
+        logits_of=probe.hat_kl_logits)
+    assert len(deltas) == len(ref_deltas) == K - 1
+    for d, rd in zip(deltas, ref_deltas):
+        assert 0 < d.abs().max() <= EPS + 1e-7
+        torch.testing.assert_close(d, rd, rtol=0, atol=1e-7)
+    for (name, p), g in zip(probe.named_parameters(), grads):
+        torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-6, msg=name)
+
+    # the runner's path: preprocessing + MixToken box + K passes + one SGD step
+    optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.5))
+    _seeded()
+    log_vars = model.train_step(copy.deepcopy(batch), optim)
+    assert model.last_mix_token_box == box
+    for (name, p), e in zip(model.named_parameters(), expected):
+        torch.testing.assert_close(p.detach(), e, rtol=1e-4, atol=1e-6, msg=name)
+    assert {'loss_tl_cls', 'loss_tl_aux', 'loss_kl_adv'} <= set(log_vars)
+    assert all(torch.isfinite(v) for v in log_vars.values())
+    # a few more iterations run
+    for seed in (1, 2):
+        _seeded(seed)
+        log_vars = model.train_step(copy.deepcopy(batch), optim)
+        assert torch.isfinite(log_vars['loss'])
+
+
+def test_one_mix_token_box_per_iteration(digits_root, digits_token_labels, monkeypatch):
+    """The clean forward and the K perturbed forwards of one iteration share one box; the
+    next iteration draws a new one."""
+    from mmpretrain.registry import MODELS
+
+    import hat_mm.models.volo as volo_mod
+    cfg = _tiny_volo_cfg(digits_root, digits_token_labels[0], 0.8, 1.0, K=3)
+    batch = _demo_batch(cfg, n=4)
+    model = MODELS.build(cfg.model)
+    model.train()
+    model.set_hat_phase(True)
+    draws, boxes = [], []
+    real_sample = volo_mod.sample_mix_token_box
+    monkeypatch.setattr(volo_mod, 'sample_mix_token_box',
+                        lambda *a: draws.append(1) or (0, 1, 3, 4))
+    real_forward = model.forward_train
+
+    def recording_forward(x, box=None):
+        out = real_forward(x, box)
+        boxes.append(out[2])
+        return out
+
+    model.forward_train = recording_forward
+    optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.01))
+    model.train_step(copy.deepcopy(batch), optim)
+    assert len(draws) == 1 and boxes == [(0, 1, 3, 4)] * 4  # clean + K = 3
+    model.train_step(copy.deepcopy(batch), optim)
+    assert len(draws) == 2
+    monkeypatch.setattr(volo_mod, 'sample_mix_token_box', real_sample)
+    # outside a HAT step (plain loss / evaluation) there is no shared box
+    assert model._mix_token_step is None
+
+
+def test_train_and_test_tools_with_token_labels(digits_root, digits_token_labels, tmp_path):
+    """tools/train.py (HATRunner, DataLoader, checkpoint) and tools/test.py on a tiny VOLO
+    config that inherits configs/hat_volo_d1_224.py, with the tool's score maps."""
+    import json
+    import sys
+
+    from .runner_utils import run_tool, small_run_options, train
+    config = tmp_path / 'tiny_volo_digits.py'
+    config.write_text(f'''
+_base_ = [{osp.join(ROOT, 'configs', 'hat_volo_d1_224.py')!r}]
+classes = [f'digit_{{i}}' for i in range(10)]
+model = dict(model_name=None, arch={TINY_ARCH!r}, num_classes=10, drop_path_rate=0.0,
+             data_preprocessor=dict(num_classes=10, label_size=4, mean=[79.0] * 3,
+                                    std=[87.0] * 3))
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadTokenLabel', label_root={digits_token_labels[0]!r}),
+    dict(type='TokenLabelRandomResizedCrop', scale=64, backend='pillow',
+         interpolation='bicubic'),
+    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    dict(type='PackInputs', algorithm_keys=('token_label', 'token_label_box')),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='ResizeEdge', scale=66, edge='short', backend='pillow', interpolation='bicubic'),
+    dict(type='PaddedCenterCrop', crop_size=64),
+    dict(type='PackInputs'),
+]
+train_dataloader = dict(batch_size=16, dataset=dict(metainfo=dict(classes=classes),
+                                                    pipeline=train_pipeline))
+val_dataloader = dict(batch_size=16, dataset=dict(metainfo=dict(classes=classes),
+                                                  pipeline=test_pipeline))
+test_dataloader = val_dataloader
+''')
+    work = tmp_path / 'work'
+    options = small_run_options(digits_root, train_images=32, val_images=32, epochs=1)
+    res = train(str(config), work, options)
+    assert res.returncode == 0, res.stdout[-4000:]
+    assert 'loss_tl_aux' in res.stdout and 'loss_kl_adv' in res.stdout
+    ckpt = work / 'epoch_1.pth'
+    state = torch.load(ckpt, map_location='cpu')['state_dict']
+    assert 'pos_embed' in state and 'aux_head.weight' in state  # timm's keys
+    metrics_file = tmp_path / 'metrics.json'
+    res = run_tool([sys.executable, 'tools/test.py', str(config), str(ckpt), '--work-dir',
+                    str(tmp_path / 'test'), '--out', str(metrics_file), '--cfg-options',
+                    *options])
+    assert res.returncode == 0, res.stdout[-4000:]
+    assert 0.0 <= json.loads(metrics_file.read_text())['accuracy/top1'] <= 100.0
+
+
+def test_fine_tuning_load_resizes_the_position_table(tmp_path):
+    """configs/hat_volo_*_{384,448,512}.py start from the 224 weights (load_from): the
+    position table is resized bicubically, everything else is copied; tools/test.py's strict
+    loader still refuses a checkpoint of another resolution."""
+    from mmengine.runner import load_checkpoint
+    from mmpretrain.registry import MODELS
+
+    from hat_mm.utils import CheckpointError, load_weights_strict
+    torch.manual_seed(0)
+    small = MODELS.build(dict(type='VOLOClassifier', arch=TINY_ARCH, num_classes=10))
+    big = MODELS.build(dict(type='VOLOClassifier', arch=dict(TINY_ARCH, img_size=96),
+                            num_classes=10))
+    ckpt = tmp_path / 'small.pth'
+    torch.save({'state_dict': small.state_dict()}, ckpt)
+    with pytest.warns(UserWarning, match='resizing pos_embed'):
+        load_checkpoint(big, str(ckpt), map_location='cpu', strict=True)
+    assert big.model.pos_embed.shape == (1, 6, 6, 32)
+    expected = F.interpolate(small.model.pos_embed.permute(0, 3, 1, 2), size=(6, 6),
+                             mode='bicubic', align_corners=False).permute(0, 2, 3, 1)
+    torch.testing.assert_close(big.model.pos_embed.detach(), expected)
+    torch.testing.assert_close(big.model.head.weight, small.model.head.weight)
+    with pytest.raises(CheckpointError, match='pos_embed'):
+        load_weights_strict(big, str(ckpt))

@@ -1,0 +1,152 @@
+#!/usr/bin/env python
+"""Write token-labeling score maps for a dataset with any mmpretrain classifier as teacher.
+
+    python tools/dataset_converters/make_token_labels.py TEACHER_CONFIG TEACHER_CKPT OUT_DIR \
+        [--data-config CONFIG] [--split train] [--img-size 224] [--topk 5] [--batch-size 64]
+        [--device cpu] [--cfg-options ...]
+
+    # e.g. the embedded demo data with a classifier trained by configs/demo/hat_vit_digits.py
+    python tools/dataset_converters/make_token_labels.py configs/demo/hat_vit_digits.py \
+        work_dirs/hat_vit_digits/epoch_30.pth data/digits/token_labels
+
+One file per training image, ``OUT_DIR/<class dir>/<image stem>.pt``: a float16 tensor
+``[2, k, H, W]`` with the teacher's top-k dense logits and their class indices -- the format
+of the ``tlt`` package that the VOLO/HAT code reads, and what
+``hat_mm.datasets.LoadTokenLabel`` loads. As ``tlt``'s ``generate_label.py``, the dense
+logits are the classifier applied to every location of the last feature map
+(``hat_mm.models.token_labeling.dense_logits``: VOLO's token head, ViT patch tokens through
+the ViT head, CNN feature maps through a linear head, timm models). Unlike
+``generate_label.py`` (which feeds the evaluation centre crop), the whole image is resized
+to ``--img-size`` squared, so that the map covers exactly the image the training crop boxes
+refer to.
+
+The images are the ``--split`` dataset of ``--data-config`` (default: the teacher config's
+``train_dataloader.dataset``; ``--cfg-options`` edits the teacher config, e.g.
+``train_dataloader.dataset.data_root=...``); the image normalisation is the teacher model's
+data preprocessor.
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+from typing import Optional
+
+import torch
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+if ROOT not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, ROOT)
+
+
+def _guess_img_size(model) -> Optional[int]:
+    for owner in (getattr(model, 'backbone', None), getattr(model, 'model', None)):
+        size = getattr(owner, 'img_size', None)
+        if size is None and owner is not None and hasattr(owner, 'pretrained_cfg'):
+            size = (owner.pretrained_cfg or {}).get('input_size', (None, ) * 3)[-1]
+        if size is not None:
+            return int(size[0] if isinstance(size, (tuple, list)) else size)
+    return None
+
+
+def make_token_labels(teacher_config: str, checkpoint: str, out_dir: str,
+                      data_config: Optional[str] = None, split: str = 'train',
+                      img_size: Optional[int] = None, topk: int = 5, batch_size: int = 64,
+                      device: str = 'cpu', img_root: Optional[str] = None,
+                      cfg_options: Optional[dict] = None) -> dict:
+    """Write the score maps; returns ``dict(files=..., grid=(H, W), topk=k, classes=C)``."""
+    from mmengine.config import Config
+    from mmengine.dataset import pseudo_collate
+    from mmengine.registry import DefaultScope, init_default_scope
+    from mmpretrain.registry import DATASETS, MODELS
+
+    import hat_mm  # noqa: F401
+    import hat_mm.datasets  # noqa: F401
+    import hat_mm.models.volo  # noqa: F401
+    from hat_mm.datasets.token_label import token_label_path
+    from hat_mm.models.token_labeling import dense_logits
+    from hat_mm.utils import load_weights_strict
+
+    cfg = Config.fromfile(teacher_config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    data_cfg = Config.fromfile(data_config) if data_config else cfg
+    if DefaultScope.get_current_instance() is None:
+        init_default_scope('mmpretrain')
+    model_cfg = cfg.model.copy()
+    if cfg.get('data_preprocessor') is not None:  # as mmengine's Runner does
+        model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
+    model = MODELS.build(model_cfg)
+    load_weights_strict(model, checkpoint)
+    model.to(device).eval()
+    img_size = img_size or _guess_img_size(model)
+    if img_size is None:
+        raise SystemExit('give --img-size: the teacher input size is not visible in its model')
+
+    loader_cfg = data_cfg.get(f'{split}_dataloader') or data_cfg.train_dataloader
+    ds_cfg = loader_cfg.dataset.copy()
+    ds_cfg.pipeline = [
+        dict(type='LoadImageFromFile'),
+        dict(type='Resize', scale=(img_size, img_size), backend='pillow',
+             interpolation='bicubic'),
+        dict(type='PackInputs'),
+    ]
+    dataset = DATASETS.build(ds_cfg)
+    written = {}
+    grid = classes = None
+    for start in range(0, len(dataset), batch_size):
+        batch = pseudo_collate([dataset[i] for i in range(start, min(start + batch_size,
+                                                                     len(dataset)))])
+        with torch.no_grad():
+            data = model.data_preprocessor(batch, False)
+            dense = dense_logits(model, data['inputs'].to(device)).float().cpu()
+        classes, grid = dense.shape[1], tuple(dense.shape[-2:])
+        values, indices = dense.topk(min(topk, classes), dim=1)
+        for i, sample in enumerate(data['data_samples']):
+            path = token_label_path(out_dir, sample.img_path, img_root)
+            if path in written:
+                raise SystemExit(f'{sample.img_path} and {written[path]} map to the same '
+                                 f'score-map file {path}: give --img-root')
+            written[path] = sample.img_path
+            os.makedirs(osp.dirname(path), exist_ok=True)
+            torch.save(torch.stack([values[i], indices[i].float()]).half(), path)
+    return dict(files=len(written), grid=grid, topk=min(topk, classes or topk),
+                classes=classes)
+
+
+def parse_args(argv=None):
+    from mmengine.config import DictAction
+    parser = argparse.ArgumentParser(description='Write token-labeling score maps (tlt '
+                                     'format) with an mmpretrain classifier as teacher.')
+    parser.add_argument('config', help='teacher config (its model; and the dataset, unless '
+                        '--data-config)')
+    parser.add_argument('checkpoint', help='teacher checkpoint (mmengine state dict)')
+    parser.add_argument('out_dir', help='folder of the score maps (token_label_root)')
+    parser.add_argument('--data-config', help='config whose <split>_dataloader.dataset '
+                        'lists the images (default: the teacher config)')
+    parser.add_argument('--split', default='train', help='train / val / test (default train)')
+    parser.add_argument('--img-size', type=int, help='teacher input size (default: the '
+                        "model's img_size)")
+    parser.add_argument('--topk', type=int, default=5, help='classes kept per location (5)')
+    parser.add_argument('--batch-size', type=int, default=64)
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--img-root', help='write paths relative to this image folder '
+                        '(default: <class dir>/<file>, the ImageNet train layout)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
+                        help='override entries of the teacher config')
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    info = make_token_labels(args.config, args.checkpoint, args.out_dir,
+                             data_config=args.data_config, split=args.split,
+                             img_size=args.img_size, topk=args.topk,
+                             batch_size=args.batch_size, device=args.device,
+                             img_root=args.img_root, cfg_options=args.cfg_options)
+    print(f'wrote {info["files"]} score maps ({info["topk"]} of {info["classes"]} classes on a '
+          f'{info["grid"][0]}x{info["grid"][1]} grid) to {args.out_dir}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,243 @@
+#!/usr/bin/env python
+"""Convert the HAT releases of VOLO and DeiT-B distilled to checkpoints for our configs.
+
+    python tools/model_converters/timm_volo_deit_to_mmpretrain.py \
+        hat_volo_d1_224.pth.tar hat_volo_d1_224_mmpretrain.pth [--arch volo-d1-224] [--ema]
+    python tools/model_converters/timm_volo_deit_to_mmpretrain.py \
+        hat_deit_base_distilled_patch16_224.pth.tar hat_deit_b_distilled_mmpretrain.pth
+
+The releases are timm training checkpoints (``state_dict``, ``epoch``, ``arch``, ``args`` as an
+``argparse.Namespace``, maybe ``state_dict_ema``). Their pickled ``args`` keep torch >= 2.6
+from loading them weights-only, so mmengine's ``load_from`` / ``tools/test.py`` cannot read
+them directly; this tool loads them with exactly that class allowed and writes an mmengine
+checkpoint ``{'state_dict': ..., 'meta': ...}``:
+
+- VOLO (``hat_volo_d{1,5}_{224,384,448,512}.pth.tar``): the keys of the official VOLO code
+  (HAT's ``models/volo.py``) are timm's, and the VOLO classifiers of
+  ``hat_mm/models/volo.py`` keep timm's keys, so the weights are copied as they are;
+- DeiT-B distilled (``hat_deit_base_distilled_patch16_224.pth.tar``): timm's
+  ``VisionTransformerDistilled`` keys -> mmpretrain's ``DistilledVisionTransformer`` +
+  ``DeiTClsHead`` (the ViT part with ``convert_vit`` of ``timm_to_mmpretrain.py``,
+  ``dist_token`` -> ``backbone.dist_token``, ``head_dist`` -> ``head.layers.head_dist``).
+
+The architecture (and, for VOLO, the resolution: the position table is a grid of
+``img_size / 16``) is detected from the weights; ``--arch`` refuses any other. The result is
+checked key by key and shape by shape against the model of the arch's config before anything
+is written. Teachers are not part of the releases nor of the converted checkpoints.
+"""
+import argparse
+import os
+import os.path as osp
+import re
+import sys
+from collections import OrderedDict
+from typing import Dict, Optional, Tuple
+
+import torch
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+if ROOT not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, ROOT)
+
+from hat_mm.utils import CheckpointError  # noqa: E402
+from tools.model_converters.timm_to_mmpretrain import (  # noqa: E402
+    _first_keys, _plain, _show, _timm_name_hint, convert_vit, describe_state_dict,
+    load_release)
+
+_D1 = dict(family='volo', embed_dims=192, stem_dims=64, layers=(4, 4, 8, 2))
+_D5 = dict(family='volo', embed_dims=384, stem_dims=128, layers=(12, 12, 20, 4))
+ARCHS = OrderedDict([
+    ('volo-d1-224', dict(_D1, grid=14, config='configs/hat_volo_d1_224.py',
+                         timm_names=('volo_d1_224', ))),
+    ('volo-d1-384', dict(_D1, grid=24, config='configs/hat_volo_d1_384.py',
+                         timm_names=('volo_d1_384', ))),
+    ('volo-d5-224', dict(_D5, grid=14, config='configs/hat_volo_d5_224.py',
+                         timm_names=('volo_d5_224', ))),
+    ('volo-d5-448', dict(_D5, grid=28, config='configs/hat_volo_d5_448.py',
+                         timm_names=('volo_d5_448', ))),
+    ('volo-d5-512', dict(_D5, grid=32, config='configs/hat_volo_d5_512.py',
+                         timm_names=('volo_d5_512', ))),
+    ('deit-b-distilled', dict(family='deit-distilled', embed_dims=768, depth=12,
+                              mlp_dims=3072, patch_size=16, num_tokens=198,
+                              config='configs/hat_deit_b_distilled.py',
+                              timm_names=('deit_base_distilled_patch16_224', ))),
+])
+TIMM_NAME_TO_ARCH = {n: a for a, spec in ARCHS.items() for n in spec['timm_names']}
+# the official code names VOLO by depth only (volo_d1, volo_d5) and sets --img-size apart
+TIMM_NAME_TO_ARCH.update({'volo_d1': 'volo-d1-*', 'volo_d5': 'volo-d5-*'})
+
+
+def describe(state_dict: Dict[str, torch.Tensor]) -> dict:
+    """What the weights show: VOLO (sizes, grid), distilled DeiT, or something else."""
+    sd = state_dict
+    if 'aux_head.weight' in sd and any(k.startswith('network.') for k in sd):
+        depth = {}
+        for k in sd:
+            m = re.match(r'network\.(\d+)\.(\d+)\.', k)
+            if m:
+                i, j = int(m.group(1)), int(m.group(2))
+                depth[i] = max(depth.get(i, 0), j + 1)
+        proj = sd.get('patch_embed.proj.weight')
+        stem = sd.get('patch_embed.conv.0.weight')
+        pos = sd.get('pos_embed')
+        return dict(family='volo', embed_dims=int(proj.shape[0]) if proj is not None else None,
+                    stem_dims=int(stem.shape[0]) if stem is not None else None,
+                    layers=tuple(depth[i] for i in sorted(depth)),
+                    grid=int(pos.shape[1]) if pos is not None and pos.dim() == 4 else None,
+                    num_classes=int(sd['aux_head.weight'].shape[0]))
+    found = describe_state_dict(sd)
+    if found.get('family') == 'vit' and found.get('distilled'):
+        return dict(found, family='deit-distilled')
+    return dict(family=found.get('family'))
+
+
+def _spec_text(spec: dict) -> str:
+    if spec.get('family') == 'volo':
+        return (f"VOLO, embed dim {spec.get('embed_dims')}, stem {spec.get('stem_dims')}, "
+                f"layers {'-'.join(map(str, spec.get('layers') or ()))}, position grid "
+                f"{spec.get('grid')} (img {spec['grid'] * 16 if spec.get('grid') else '?'})")
+    if spec.get('family') == 'deit-distilled':
+        return (f"distilled DeiT, embed dim {spec.get('embed_dims')}, depth {spec.get('depth')}"
+                f", mlp {spec.get('mlp_dims')}, {spec.get('num_tokens')} tokens")
+    return f"no VOLO or distilled-DeiT layout (family {spec.get('family')})"
+
+
+def detect_arch(state_dict: Dict[str, torch.Tensor]) -> Optional[str]:
+    found = describe(state_dict)
+    keys = {'volo': ('embed_dims', 'stem_dims', 'layers', 'grid'),
+            'deit-distilled': ('embed_dims', 'depth', 'mlp_dims', 'patch_size', 'num_tokens')}
+    for arch, spec in ARCHS.items():
+        if found.get('family') == spec['family'] and all(
+                found.get(k) == spec[k] for k in keys[spec['family']]):
+            return arch
+    return None
+
+
+def convert_deit_distilled(state_dict: Dict[str, torch.Tensor]
+                           ) -> 'OrderedDict[str, torch.Tensor]':
+    """timm ``VisionTransformerDistilled`` -> mmpretrain distilled DeiT keys."""
+    rest = OrderedDict((k, v) for k, v in state_dict.items()
+                       if k not in ('dist_token', 'head_dist.weight', 'head_dist.bias'))
+    out = convert_vit(rest)
+    out['backbone.dist_token'] = state_dict['dist_token']
+    for p in ('weight', 'bias'):
+        out[f'head.layers.head_dist.{p}'] = state_dict[f'head_dist.{p}']
+    return out
+
+
+def convert_state_dict(state_dict: Dict[str, torch.Tensor], arch: Optional[str] = None,
+                       src: str = 'the checkpoint', hint: Optional[str] = None
+                       ) -> Tuple[str, 'OrderedDict[str, torch.Tensor]']:
+    if arch is not None and arch not in ARCHS:
+        raise CheckpointError(f'unknown --arch {arch!r}; choose one of {", ".join(ARCHS)}.')
+    found = describe(state_dict)
+    detected = detect_arch(state_dict)
+    if detected is None or (arch is not None and detected != arch):
+        expected = f'; expected {arch} ({_spec_text(ARCHS[arch])})' if arch else ''
+        fix = (f'it is a {detected} checkpoint: convert it with --arch {detected}'
+               if detected else 'convert a HAT release of VOLO-D1/D5 or DeiT-B distilled '
+               '(timm classifier checkpoint)')
+        raise CheckpointError(
+            f'{src}: found {_spec_text(found)}{expected} (first keys: '
+            f'{_first_keys(state_dict)}). Fix: {fix}. Nothing was written.')
+    hinted = TIMM_NAME_TO_ARCH.get(hint or '')
+    if hinted and not re.fullmatch(hinted.replace('*', '.*'), detected):
+        print(f'warning: {src} is named/recorded as {hint} but its weights are {detected}; '
+              f'converting as {detected}.', file=sys.stderr)
+    if ARCHS[detected]['family'] == 'volo':
+        return detected, OrderedDict(state_dict)
+    return detected, convert_deit_distilled(state_dict)
+
+
+def target_state_dict(arch: str) -> 'OrderedDict[str, torch.Tensor]':
+    """Keys, shapes and dtypes of the model that ``ARCHS[arch]['config']`` builds (built on
+    the meta device: no memory, no initialisation cost)."""
+    import mmengine
+    from mmpretrain.registry import MODELS
+
+    import hat_mm  # noqa: F401
+    from hat_mm.engine import apply_hat
+    cfg = apply_hat(mmengine.config.Config.fromfile(osp.join(ROOT, ARCHS[arch]['config'])))
+    with torch.device('meta'):
+        model = MODELS.build(cfg.model)
+    return model.state_dict()
+
+
+def verify(converted: Dict[str, torch.Tensor], target: Dict[str, torch.Tensor], arch: str,
+           src: str) -> None:
+    missing = [k for k in target if k not in converted]
+    extra = [k for k in converted if k not in target]
+    shapes = [f'{k}: converted {tuple(converted[k].shape)} vs model {tuple(target[k].shape)}'
+              for k in target if k in converted
+              and tuple(converted[k].shape) != tuple(target[k].shape)]
+    if missing or extra or shapes:
+        parts = [f'missing: {_show(missing)}' if missing else '',
+                 f'not in the model: {_show(extra)}' if extra else '',
+                 f'shape mismatch: {_show(shapes, 5)}' if shapes else '']
+        raise CheckpointError(
+            f'{src} converted for {arch} does not match the model of {ARCHS[arch]["config"]} ('
+            + '; '.join(p for p in parts if p) + '). Nothing was written.')
+
+
+def convert_checkpoint(src: str, dst: str, arch: Optional[str] = None,
+                       ema: bool = False) -> dict:
+    """Convert the release ``src`` to the mmengine checkpoint ``dst``; returns its meta."""
+    if osp.abspath(dst) == osp.abspath(src) or (
+            osp.exists(dst) and osp.exists(src) and osp.samefile(dst, src)):
+        raise CheckpointError(f'the output {dst} is the input checkpoint; give another output '
+                              'path (the release is never overwritten).')
+    state, info = load_release(src, ema=ema)
+    hint = _timm_name_hint(src, info)
+    arch, converted = convert_state_dict(state, arch=arch, src=src, hint=hint)
+    target = target_state_dict(arch)
+    for k in target:  # BatchNorm counters (VOLO's stem) are not always saved
+        if k.endswith('num_batches_tracked') and k not in converted:
+            converted[k] = torch.zeros((), dtype=torch.long)
+    verify(converted, target, arch, src)
+    out_state = OrderedDict((k, converted[k].to(target[k].dtype).contiguous()) for k in target)
+
+    args = info.get('args')
+    args = vars(args) if isinstance(args, argparse.Namespace) else {}
+    meta = dict(
+        arch=arch, config=ARCHS[arch]['config'], converted_from=osp.basename(src),
+        converter='tools/model_converters/timm_volo_deit_to_mmpretrain.py', ema=bool(ema),
+        timm_model=hint, epoch=_plain(info.get('epoch')),
+        timm_args={k: _plain(args[k]) for k in ('model', 'mean', 'std', 'input_size',
+                                                 'img_size', 'crop_pct', 'interpolation',
+                                                 'token_label_size', 'distillation_type')
+                   if k in args and (args[k] is None or _plain(args[k]) is not None)})
+    os.makedirs(osp.dirname(osp.abspath(dst)), exist_ok=True)
+    tmp = dst + '.tmp'
+    torch.save({'state_dict': out_state, 'meta': meta}, tmp)
+    os.replace(tmp, dst)
+    return meta
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Convert a HAT release of VOLO or DeiT-B distilled (timm checkpoint) to '
+        'an mmpretrain checkpoint for configs/hat_volo_*.py / configs/hat_deit_b_distilled.py.')
+    parser.add_argument('src', help='release checkpoint (not modified)')
+    parser.add_argument('dst', help='output mmengine checkpoint (.pth)')
+    parser.add_argument('--arch', choices=list(ARCHS), default=None,
+                        help='expected architecture; detected from the weights if omitted')
+    parser.add_argument('--ema', action='store_true',
+                        help='convert the EMA weights (state_dict_ema) instead')
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        meta = convert_checkpoint(args.src, args.dst, arch=args.arch, ema=args.ema)
+    except CheckpointError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 1
+    print(f'converted {args.src} ({meta["arch"]}{", EMA" if meta["ema"] else ""}) -> '
+          f'{args.dst}; use it with {meta["config"]}, e.g. python tools/test.py '
+          f'{meta["config"]} {args.dst}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
