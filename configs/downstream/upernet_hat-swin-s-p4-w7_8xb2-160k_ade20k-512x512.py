@@ -22,44 +22,12 @@
 # annotations/{training,validation}/*.png), or --cfg-options
 # {train,val,test}_dataloader.dataset.data_root=/path. A tiny synthetic set for smoke tests:
 #   python tools/dataset_converters/make_tiny_ade20k.py data/tiny_ade20k
-_base_ = ['mmseg::swin/swin-small-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py']
-
-custom_imports = dict(imports=['hat_mm', 'mmpretrain.models'], allow_failed_imports=False)
+# Everything but the backbone size and its checkpoint comes from the Swin-T config (as in
+# mmseg, whose Swin-S/B configs inherit the Swin-T one).
+_base_ = ['./upernet_hat-swin-t-p4-w7_8xb2-160k_ade20k-512x512.py']
 
 # the last checkpoint of `bash tools/dist_train.sh configs/hat_swin_s.py 8`
 pretrained = 'work_dirs/hat_swin_s/epoch_310.pth'
 
 model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='mmpretrain.SwinTransformer',
-        arch='small',  # embed_dims 96, depths (2, 2, 18, 2), heads (3, 6, 12, 24)
-        img_size=224,
-        window_size=7,
-        drop_path_rate=0.3,
-        out_indices=(0, 1, 2, 3),
-        # windows never shrink on small maps; pad them instead (the official dense code)
-        pad_small_map=True,
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
-    decode_head=dict(in_channels=[96, 192, 384, 768], num_classes=150),
-    auxiliary_head=dict(in_channels=384, num_classes=150))
-
-custom_hooks = [dict(type='CheckPretrainedKeysHook', allow_missing=['norm0.', 'norm1.', 'norm2.'])]
-
-# Multi-scale + flip testing as the official code's --aug-test: the 2048x512 test scale times
-# each ratio (keep ratio), each with and without a horizontal flip; SegTTAModel (`tta_model`,
-# inherited) averages the softmax scores at the original image size.
-img_ratios = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
-tta_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=None),
-    dict(
-        type='TestTimeAug',
-        transforms=[
-            [dict(type='Resize', scale=(int(2048 * r), int(512 * r)), keep_ratio=True)
-             for r in img_ratios],
-            [dict(type='RandomFlip', prob=0., direction='horizontal'),
-             dict(type='RandomFlip', prob=1., direction='horizontal')],
-            [dict(type='LoadAnnotations')],
-            [dict(type='PackSegInputs')],
-        ])
-]
+    backbone=dict(arch='small', init_cfg=dict(checkpoint=pretrained)))
