@@ -436,47 +436,57 @@ def convert_checkpoint(src: str, dst: str, arch: Optional[str] = None,
     out_state = OrderedDict((k, converted[k].to(target[k].dtype).contiguous()) for k in target)
     out_state._metadata = getattr(target, '_metadata', None)  # module versions, as mmengine
 
-    args = info.get('args')
-    args = vars(args) if isinstance(args, argparse.Namespace) else {}
-    meta = dict(
-        arch=arch, config=ARCHS[arch]['config'], converted_from=osp.basename(src),
-        converter='tools/model_converters/timm_to_mmpretrain.py', ema=bool(ema),
-        timm_model=hint, epoch=_plain(info.get('epoch')),
-        timm_args={k: _plain(args[k]) for k in ('model', 'mean', 'std', 'input_size',
-                                                 'img_size', 'crop_pct', 'interpolation')
-                   if k in args and (args[k] is None or _plain(args[k]) is not None)})
+    meta = release_meta(src, info, arch, ARCHS[arch]['config'], hint, ema,
+                        'tools/model_converters/timm_to_mmpretrain.py')
+    args = meta['timm_args']
     if (ARCHS[arch]['family'] == 'vit' and isinstance(hint, str) and hint.startswith('vit_')
-            and args.get('mean', None) is None):
+            and args.get('mean') is None):
         # not an error: a reminder of timm's input convention for the vit_* model names
         print(f'note: {src} was trained as {hint} without --mean/--std; timm\'s default_cfg '
               'of vit_*_patch16_224 normalizes with mean = std = 0.5 (deit_* use the ImageNet '
               f'mean/std of {ARCHS[arch]["config"]}). If its accuracy is low, evaluate with '
               '--cfg-options "data_preprocessor.mean=[127.5,127.5,127.5]" '
               '"data_preprocessor.std=[127.5,127.5,127.5]".', file=sys.stderr)
-    os.makedirs(osp.dirname(osp.abspath(dst)), exist_ok=True)
-    tmp = dst + '.tmp'
-    torch.save({'state_dict': out_state, 'meta': meta}, tmp)
-    os.replace(tmp, dst)
+    save_converted(dst, out_state, meta)
     return meta
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description='Convert a HAT release checkpoint (timm 0.4.x, hat_<timm name>.pth.tar) '
-        'to an mmpretrain checkpoint for configs/hat_*.py.')
+TIMM_ARG_KEYS = ('model', 'mean', 'std', 'input_size', 'img_size', 'crop_pct',
+                 'interpolation', 'token_label_size', 'distillation_type')
+
+
+def release_meta(src: str, info: dict, arch: str, config: str, hint, ema: bool,
+                 converter: str) -> dict:
+    """The ``meta`` of a converted checkpoint: where it came from and the training args."""
+    args = info.get('args')
+    args = vars(args) if isinstance(args, argparse.Namespace) else {}
+    return dict(
+        arch=arch, config=config, converted_from=osp.basename(src), converter=converter,
+        ema=bool(ema), timm_model=hint, epoch=_plain(info.get('epoch')),
+        timm_args={k: _plain(args[k]) for k in TIMM_ARG_KEYS
+                   if k in args and (args[k] is None or _plain(args[k]) is not None)})
+
+
+def save_converted(dst: str, state: dict, meta: dict) -> None:
+    """Write ``{'state_dict', 'meta'}`` atomically (no half-written file on failure)."""
+    os.makedirs(osp.dirname(osp.abspath(dst)), exist_ok=True)
+    tmp = dst + '.tmp'
+    torch.save({'state_dict': state, 'meta': meta}, tmp)
+    os.replace(tmp, dst)
+
+
+def run_cli(argv, description: str, archs, convert) -> int:
+    """The command line shared by the release converters."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument('src', help='release checkpoint (not modified)')
     parser.add_argument('dst', help='output mmengine checkpoint (.pth)')
-    parser.add_argument('--arch', choices=list(ARCHS), default=None,
+    parser.add_argument('--arch', choices=list(archs), default=None,
                         help='expected architecture; detected from the weights if omitted')
     parser.add_argument('--ema', action='store_true',
                         help='convert the EMA weights (state_dict_ema) instead')
-    return parser.parse_args(argv)
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
+    args = parser.parse_args(argv)
     try:
-        meta = convert_checkpoint(args.src, args.dst, arch=args.arch, ema=args.ema)
+        meta = convert(args.src, args.dst, arch=args.arch, ema=args.ema)
     except CheckpointError as e:
         print(f'error: {e}', file=sys.stderr)
         return 1
@@ -484,6 +494,12 @@ def main(argv=None) -> int:
           f'{args.dst}; use it with {meta["config"]}, e.g. python tools/test.py '
           f'{meta["config"]} {args.dst}')
     return 0
+
+
+def main(argv=None) -> int:
+    return run_cli(argv, 'Convert a HAT release checkpoint (timm 0.4.x, hat_<timm name>'
+                   '.pth.tar) to an mmpretrain checkpoint for configs/hat_*.py.', ARCHS,
+                   convert_checkpoint)
 
 
 if __name__ == '__main__':

@@ -25,8 +25,6 @@ The architecture (and, for VOLO, the resolution: the position table is a grid of
 checked key by key and shape by shape against the model of the arch's config before anything
 is written. Teachers are not part of the releases nor of the converted checkpoints.
 """
-import argparse
-import os
 import os.path as osp
 import re
 import sys
@@ -41,8 +39,8 @@ if ROOT not in sys.path:  # run as a script from anywhere
 
 from hat_mm.utils import CheckpointError  # noqa: E402
 from tools.model_converters.timm_to_mmpretrain import (  # noqa: E402
-    _first_keys, _plain, _show, _timm_name_hint, convert_vit, describe_state_dict,
-    load_release)
+    _first_keys, _show, _timm_name_hint, convert_vit, describe_state_dict,
+    load_release, release_meta, run_cli, save_converted)
 
 _D1 = dict(family='volo', embed_dims=192, stem_dims=64, layers=(4, 4, 8, 2))
 _D5 = dict(family='volo', embed_dims=384, stem_dims=128, layers=(12, 12, 20, 4))
@@ -196,47 +194,16 @@ def convert_checkpoint(src: str, dst: str, arch: Optional[str] = None,
     verify(converted, target, arch, src)
     out_state = OrderedDict((k, converted[k].to(target[k].dtype).contiguous()) for k in target)
 
-    args = info.get('args')
-    args = vars(args) if isinstance(args, argparse.Namespace) else {}
-    meta = dict(
-        arch=arch, config=ARCHS[arch]['config'], converted_from=osp.basename(src),
-        converter='tools/model_converters/timm_volo_deit_to_mmpretrain.py', ema=bool(ema),
-        timm_model=hint, epoch=_plain(info.get('epoch')),
-        timm_args={k: _plain(args[k]) for k in ('model', 'mean', 'std', 'input_size',
-                                                 'img_size', 'crop_pct', 'interpolation',
-                                                 'token_label_size', 'distillation_type')
-                   if k in args and (args[k] is None or _plain(args[k]) is not None)})
-    os.makedirs(osp.dirname(osp.abspath(dst)), exist_ok=True)
-    tmp = dst + '.tmp'
-    torch.save({'state_dict': out_state, 'meta': meta}, tmp)
-    os.replace(tmp, dst)
+    meta = release_meta(src, info, arch, ARCHS[arch]['config'], hint, ema,
+                        'tools/model_converters/timm_volo_deit_to_mmpretrain.py')
+    save_converted(dst, out_state, meta)
     return meta
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description='Convert a HAT release of VOLO or DeiT-B distilled (timm checkpoint) to '
-        'an mmpretrain checkpoint for configs/hat_volo_*.py / configs/hat_deit_b_distilled.py.')
-    parser.add_argument('src', help='release checkpoint (not modified)')
-    parser.add_argument('dst', help='output mmengine checkpoint (.pth)')
-    parser.add_argument('--arch', choices=list(ARCHS), default=None,
-                        help='expected architecture; detected from the weights if omitted')
-    parser.add_argument('--ema', action='store_true',
-                        help='convert the EMA weights (state_dict_ema) instead')
-    return parser.parse_args(argv)
-
-
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        meta = convert_checkpoint(args.src, args.dst, arch=args.arch, ema=args.ema)
-    except CheckpointError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 1
-    print(f'converted {args.src} ({meta["arch"]}{", EMA" if meta["ema"] else ""}) -> '
-          f'{args.dst}; use it with {meta["config"]}, e.g. python tools/test.py '
-          f'{meta["config"]} {args.dst}')
-    return 0
+    return run_cli(argv, 'Convert a HAT release of VOLO or DeiT-B distilled (timm checkpoint) '
+                   'to an mmpretrain checkpoint for configs/hat_volo_*.py / '
+                   'configs/hat_deit_b_distilled.py.', ARCHS, convert_checkpoint)
 
 
 if __name__ == '__main__':
