@@ -1,14 +1,19 @@
 """Fast paths compute the same HAT update as the plain path (CPU, fp32)."""
 import copy
+import re
 
+import pytest
 import torch
+from mmengine.config import Config
 from mmengine.optim import OptimWrapper
 from mmpretrain.registry import MODELS
 
 import hat_mm  # noqa: F401
+from hat_mm.engine import apply_hat
 from hat_mm.models.fused_window_attention import SDPAWindowMSA
 
 from .helpers import NUM_CLASSES, random_batch
+from .runner_utils import DEMO_CONFIG
 
 
 def _tiny_swin(fused):
@@ -26,6 +31,105 @@ def _tiny_swin(fused):
     for p in model.parameters():  # non-trivial biases and attention tables
         torch.nn.init.normal_(p, std=0.2)
     return model
+
+
+def _tiny_vit(**fast_paths):
+    torch.manual_seed(0)
+    return MODELS.build(dict(
+        type='HATImageClassifier', hat=dict(adv_iters=3), **fast_paths,
+        backbone=dict(type='VisionTransformer', img_size=16, patch_size=4,
+                      arch=dict(embed_dims=32, num_layers=2, num_heads=2,
+                                feedforward_channels=64),
+                      drop_rate=0.0, drop_path_rate=0.0),
+        neck=None,
+        head=dict(type='VisionTransformerClsHead', num_classes=NUM_CLASSES, in_channels=32,
+                  loss=dict(type='CrossEntropyLoss')),
+        data_preprocessor=dict(type='ClsDataPreprocessor', num_classes=NUM_CLASSES,
+                               mean=[127.5] * 3, std=[60.0] * 3)))
+
+
+def _hat_updates(model, steps=1, **batch_kwargs):
+    """Parameter changes of ``steps`` HAT iterations (SGD), one per step."""
+    model.train()
+    model.set_hat_phase(True)
+    wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.5))
+    updates = []
+    for i in range(steps):
+        before = copy.deepcopy(model.state_dict())
+        log_vars = model.train_step(random_batch(seed=i, **batch_kwargs), wrapper)
+        assert 'loss_kl_adv' in log_vars
+        updates.append({k: v - before[k] for k, v in model.state_dict().items()})
+    return updates
+
+
+def _assert_same_updates(ours, reference, rtol=1e-4, atol=1e-6):
+    assert max(v.abs().max() for v in reference[0].values()) > 1e-3  # the step did something
+    for got, want in zip(ours, reference):
+        assert got.keys() == want.keys()
+        for k, v in want.items():
+            torch.testing.assert_close(got[k], v, rtol=rtol, atol=atol, msg=k)
+
+
+def test_compile_gives_the_same_hat_update_and_does_not_recompile_every_step():
+    graphs = []
+
+    def counting_backend(gm, example_inputs):  # aot_eager: the compiled path, exact numbers
+        graphs.append(gm)
+        return torch._dynamo.lookup_backend('aot_eager')(gm, example_inputs)
+
+    torch._dynamo.reset()
+    eager = _tiny_vit()
+    compiled = _tiny_vit(compile=dict(backend=counting_backend))
+    assert list(compiled.state_dict()) == list(eager.state_dict())  # checkpoints unchanged
+    reference = _hat_updates(eager, steps=4)
+
+    compiled.train()
+    compiled.set_hat_phase(True)
+    wrapper = OptimWrapper(torch.optim.SGD(compiled.parameters(), lr=0.5))
+    ours, counts = [], []
+    for i in range(4):
+        before = copy.deepcopy(compiled.state_dict())
+        compiled.train_step(random_batch(seed=i), wrapper)
+        ours.append({k: v - before[k] for k, v in compiled.state_dict().items()})
+        counts.append(len(graphs))
+    _assert_same_updates(ours, reference)
+    # backbone: clean (no_grad), passes 1..K-1 (input grad), last pass; head: two grad modes.
+    # One graph each -- a graph break (e.g. on numpy DropPath probabilities) adds more.
+    assert counts[0] == 5, counts
+    assert counts == [counts[0]] * 4, f'recompiled in later steps: {counts}'
+    # after the adversarial phase (K = 1) the same graphs serve
+    compiled.set_hat_phase(False)
+    compiled.train_step(random_batch(seed=9), wrapper)
+    assert len(graphs) == counts[0]
+    torch._dynamo.reset()
+
+
+def test_channels_last_gives_the_same_hat_update():
+    plain, fast = _tiny_vit(), _tiny_vit(channels_last=True)
+    conv = fast.backbone.patch_embed.projection.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    _assert_same_updates(_hat_updates(fast, steps=2), _hat_updates(plain, steps=2))
+
+
+@pytest.mark.parametrize('value, message', [
+    (dict(mode='max-autotune', bakend='inductor'), "unknown torch.compile argument(s) ['bakend']"),
+    ('yes', 'expected True/False or a dict'),
+])
+def test_bad_compile_option_is_refused_when_the_model_is_built(value, message):
+    with pytest.raises((ValueError, TypeError), match=re.escape(message)):
+        _tiny_vit(compile=value)
+
+
+def test_top_level_compile_moves_into_the_model():
+    """mmengine's ``compile=True`` would compile the whole train_step; HATRunner passes it to
+    the model instead, which compiles the modules the K passes call."""
+    raw = Config.fromfile(DEMO_CONFIG)
+    raw.compile = dict(mode='max-autotune')
+    cfg = apply_hat(raw)
+    assert 'compile' not in cfg and cfg.model.compile == dict(mode='max-autotune')
+    raw.model.compile = dict(mode='default')
+    with pytest.raises(ValueError, match='disagree'):
+        apply_hat(raw)
 
 
 def test_fused_window_attention_gives_the_same_hat_update():

@@ -9,7 +9,10 @@ and :func:`apply_hat` rewrites the merged config before the runner is built:
   ``HATTimmClassifier`` (HAT types are kept), ``model.hat`` <- ``hat`` (fields already set
   in ``model.hat`` win);
 - ``custom_hooks`` gets a ``HATPhaseHook`` unless it has one (the recipe's hooks are kept);
-- ``model_wrapper_cfg`` defaults to ``HATDistributedDataParallel``.
+- ``model_wrapper_cfg`` defaults to ``HATDistributedDataParallel``;
+- a top-level ``compile`` (mmengine's switch, which would ``torch.compile`` the whole
+  ``train_step``, HAT loop and optimizer step included) moves to ``model.compile``, which
+  compiles the modules the K passes call (:mod:`hat_mm.models.compile`).
 
 The rewritten config is the one dumped to the work dir, so it shows what actually ran.
 """
@@ -48,6 +51,15 @@ def apply_hat(cfg: Config) -> Config:
     hat = dict(cfg.get('hat') or {})
     hat.update(model.get('hat') or {})
     model['hat'] = hat
+
+    top_compile = cfg.get('compile')
+    if top_compile not in (None, False):
+        if model.get('compile') not in (None, False) and model['compile'] != top_compile:
+            raise ValueError(f'compile={top_compile!r} and model.compile='
+                             f"{model['compile']!r} disagree; set only model.compile.")
+        model['compile'] = top_compile
+    if 'compile' in cfg:
+        cfg.pop('compile')
 
     hooks = list(cfg.get('custom_hooks') or [])
     if not any(_short_type(h.get('type', '')) == 'HATPhaseHook' for h in hooks):

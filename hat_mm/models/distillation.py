@@ -199,10 +199,6 @@ class HATDistilledImageClassifier(HATClassifierMixin, DistilledImageClassifier):
     distillation loss on ``x + delta_k`` with the teacher fed ``x + delta_k``; ``KL_k`` on the
     class-token logits."""
 
-    def __init__(self, *args, hat: Optional[dict] = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_hat(hat)
-
     def hat_train_step(self, data, optim_wrapper, runner_model):
         # the teacher runs inside the optim wrapper's context (autocast under AMP)
         self._teacher_context = lambda: optim_wrapper.optim_context(self)

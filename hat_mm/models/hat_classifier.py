@@ -9,7 +9,6 @@ Checkpoint keys are those of the plain classifier (``backbone.*``, ``head.*``), 
 checkpoint loads wherever a plain mmpretrain checkpoint does.
 """
 import warnings
-from contextlib import contextmanager
 from typing import Dict, List, Optional, Union
 
 import torch
@@ -19,6 +18,7 @@ from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
 from ..hat_update import HATConfig, hat_backward
+from .compile import compile_kwargs, compile_modules
 from .fused_window_attention import use_fused_window_attention
 
 
@@ -27,12 +27,38 @@ class HATClassifierMixin:
 
     The phase (adversarial with K = ``hat.adv_iters`` passes, or K = 1 afterwards) is set by
     :class:`hat_mm.engine.HATPhaseHook` through :meth:`set_hat_phase`.
+
+    Args (keyword arguments added to those of the classifier):
+        hat (dict): fields of :class:`hat_mm.hat_update.HATConfig`; validated when the model
+            is built.
+        compile (bool | dict): ``torch.compile`` the modules of :meth:`hat_compile_modules`
+            (True, or a dict of ``torch.compile`` arguments); see
+            :mod:`hat_mm.models.compile`. Default None (eager).
+        channels_last (bool): keep 4-D weights and the training inputs in channels-last
+            memory format. Default False.
     """
 
-    def _init_hat(self, hat: Optional[Union[dict, HATConfig]]) -> None:
+    def __init__(self, *args, hat: Optional[Union[dict, HATConfig]] = None,
+                 compile: Union[None, bool, dict] = None, channels_last: bool = False,
+                 **kwargs):
+        super().__init__(*args, **kwargs)
         self.hat = hat if isinstance(hat, HATConfig) else HATConfig.from_cfg(hat)
         self.hat_adversarial = True
         self._hat_phase_managed = False
+        if not isinstance(channels_last, bool):
+            raise TypeError(f'model.channels_last={channels_last!r}: expected True or False')
+        self.hat_channels_last = channels_last
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
+        compile_cfg = compile_kwargs(compile)
+        if compile_cfg is not None:
+            compile_modules(self, self.hat_compile_modules(), compile_cfg)
+
+    def hat_compile_modules(self) -> List[torch.nn.Module]:
+        """The submodules that ``compile`` compiles: those the forward calls."""
+        names = ('backbone', 'neck', 'head')
+        return [m for m in (getattr(self, n, None) for n in names)
+                if isinstance(m, torch.nn.Module)]
 
     def set_hat_phase(self, adversarial: bool) -> None:
         self.hat_adversarial = bool(adversarial)
@@ -75,6 +101,8 @@ class HATClassifierMixin:
         with optim_wrapper.optim_context(runner_model):
             data = self.data_preprocessor(data, True)
         inputs, data_samples = data['inputs'], data['data_samples']
+        if self.hat_channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
 
         adversarial = self.hat_adversarial and self.hat.adv_epochs > 0
         num_iters = self.hat.adv_iters if adversarial else 1
@@ -120,17 +148,15 @@ class HATImageClassifier(HATClassifierMixin, ImageClassifier):
     """:class:`mmpretrain.models.ImageClassifier` trained with HAT.
 
     Args:
-        hat (dict): fields of :class:`hat_mm.hat_update.HATConfig`; validated when the model
-            is built. Other arguments are those of ``ImageClassifier``.
         fused_window_attention (bool): run mmpretrain's Swin window attention through
             ``scaled_dot_product_attention`` (:mod:`hat_mm.models.fused_window_attention`);
             same function and state dict. Default False.
+        hat, compile, channels_last: see :class:`HATClassifierMixin`. Other arguments are
+            those of ``ImageClassifier``.
     """
 
-    def __init__(self, *args, hat: Optional[dict] = None,
-                 fused_window_attention: bool = False, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_hat(hat)
+    def __init__(self, *args, fused_window_attention: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)  # compiling is lazy: the swap below is traced
         if fused_window_attention:
             use_fused_window_attention(self)
 
@@ -142,9 +168,8 @@ class HATImageClassifier(HATClassifierMixin, ImageClassifier):
 class HATTimmClassifier(HATClassifierMixin, TimmClassifier):
     """:class:`mmpretrain.models.TimmClassifier` (any timm model) trained with HAT."""
 
-    def __init__(self, *args, hat: Optional[dict] = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_hat(hat)
+    def hat_compile_modules(self):
+        return [self.model]
 
     def hat_classification_loss(self, output, data_samples, inputs):
         return self._get_loss(output.float(), data_samples)

@@ -211,9 +211,10 @@ class HATVOLOClassifier(HATClassifierMixin, VOLOClassifier):
     ``KL_k`` on the class-token logits.
     """
 
-    def __init__(self, *args, hat: Optional[dict] = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_hat(hat)
+    def hat_compile_modules(self):
+        m = self.model  # forward_train calls these, not the VOLO module itself
+        return [m.patch_embed, *m.network, *(m.post_network or []), m.norm, m.head,
+                m.aux_head]
 
     def hat_train_step(self, data, optim_wrapper, runner_model):
         self._mix_token_step = {}

@@ -1,31 +1,47 @@
 #!/usr/bin/env python
 """Time a plain training step, an official-style HAT step and hat-mm's HAT step, in one
-process, on the same model and inputs.
+process, on the same weights and inputs.
 
     python tools/analysis/benchmark_hat.py CONFIG [--batch-size 128] [--amp bf16|fp16]
-                                                  [--device cuda|cpu] [--iters 20]
-                                                  [--cfg-options model.fused_window_attention=True]
+        [--compile] [--channels-last] [--cfg-options model.fused_window_attention=True]
+        [--device cuda|cpu] [--iters 20] [--peak-tflops 790]
 
 - plain:    one forward + backward + optimizer step of the classifier's own loss;
 - official: SPEC section 1 written as a plain PyTorch loop in this file, with the clean
             forward kept in the autograd graph as the official code does;
 - hat-mm:   ``model.train_step`` with the config's optim wrapper (the runner's path).
 
+plain and official run the stock model (eager, mmpretrain's own modules); hat-mm runs the
+model as the config builds it, with its fast paths (``model.fused_window_attention``,
+``model.compile`` / ``--compile``, ``model.channels_last`` / ``--channels-last``). The two
+models start from the same weights and are timed one after the other, so each step's peak
+memory is its own.
+
 Inputs are random tensors of the model's input size (already normalised: the data pipeline
 is not timed). Timing: warm-up iterations, then the median of ``--iters`` synchronised
-steps. Peak memory is reported on CUDA.
+steps. Model-FLOP utilisation counts the forward FLOPs of one image (torch's FLOP counter)
+times 3 for a plain step and times 1 + 3K for a HAT step (a no-grad clean forward plus K
+forward+backward passes), against the dense matmul throughput measured in the step's dtype
+on the same device (``--peak-tflops`` to give another peak).
 """
 import argparse
 import copy
+import gc
+import logging
 import statistics
 import time
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from mmengine.config import Config, DictAction
+from mmengine.logging import MMLogger
 from mmengine.optim import build_optim_wrapper
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
+from torch.utils.flop_counter import FlopCounterMode
+
+FAST_PATH_KEYS = ('fused_window_attention', 'compile', 'channels_last')
 
 
 def parse_args(argv=None):
@@ -43,6 +59,14 @@ def parse_args(argv=None):
                    help='override config entries, e.g. model.fused_window_attention=True')
     p.add_argument('--steps', default='plain,official,hat-mm',
                    help='comma-separated subset of plain,official,hat-mm')
+    p.add_argument('--compile', action='store_true',
+                   help='torch.compile the hat-mm model (model.compile=True)')
+    p.add_argument('--compile-mode', default=None,
+                   help='torch.compile mode with --compile, e.g. max-autotune-no-cudagraphs')
+    p.add_argument('--channels-last', action='store_true',
+                   help='channels-last weights and inputs for the hat-mm model')
+    p.add_argument('--peak-tflops', type=float, default=None,
+                   help='peak for the model-FLOP utilisation (default: measured matmul)')
     return p.parse_args(argv)
 
 
@@ -92,6 +116,51 @@ def time_fn(fn, device, warmup, iters):
     return statistics.median(times), peak
 
 
+def forward_flops_per_image(model, img, device) -> float:
+    """FLOPs of one train-mode forward of one image (torch's FLOP counter, batch 2)."""
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(torch.zeros(2, 3, img, img, device=device), mode='tensor')
+    return counter.get_total_flops() / 2
+
+
+def matmul_peak_tflops(device, dtype) -> float:
+    """Dense matmul throughput in ``dtype`` on ``device`` (TFLOP/s), the MFU denominator."""
+    n = 8192 if device.startswith('cuda') else 1024
+    a = torch.randn(n, n, device=device, dtype=dtype or torch.float32)
+    b = torch.randn(n, n, device=device, dtype=dtype or torch.float32)
+    sec, _ = time_fn(lambda: a @ b, device, warmup=3, iters=10)
+    return 2 * n**3 / sec / 1e12
+
+
+@contextmanager
+def quiet_logs():
+    """Hide mmengine's INFO lines (one per parameter group) while building."""
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def build_model(model_cfg, device, state_dict=None):
+    with quiet_logs():
+        model = MODELS.build(copy.deepcopy(model_cfg))
+    if state_dict is not None:
+        model.load_state_dict(state_dict)
+    model = model.to(device).train()
+    model.set_hat_phase(True)
+
+    class _Identity(torch.nn.Module):  # inputs are already "preprocessed"
+        def forward(self, data, training=False):
+            return data
+
+    model.data_preprocessor = _Identity()
+    return model
+
+
 def main(argv=None):
     args = parse_args(argv)
     import hat_mm  # noqa: F401
@@ -99,20 +168,31 @@ def main(argv=None):
     cfg = Config.fromfile(args.config)
     cfg.merge_from_dict(args.cfg_options)
     cfg = apply_hat(cfg)
+    if args.compile:
+        cfg.model.compile = dict(mode=args.compile_mode) if args.compile_mode else True
+    if args.channels_last:
+        cfg.model.channels_last = True
+    stock_cfg = copy.deepcopy(cfg.model)
+    for key in FAST_PATH_KEYS:
+        stock_cfg.pop(key, None)
+    fast_paths = {k: cfg.model[k] for k in FAST_PATH_KEYS if cfg.model.get(k)}
+
     device = args.device
     bs = args.batch_size or (128 if device.startswith('cuda') else 16)
     img = args.img_size or cfg.model.backbone.get('img_size', 224)
     num_classes = cfg.model.head.num_classes
     dtype = {'fp16': torch.float16, 'bf16': torch.bfloat16, None: None}[args.amp]
-
-    model = MODELS.build(cfg.model).to(device).train()
-    model.set_hat_phase(True)
-    hat = model.hat
     wrapper_cfg = copy.deepcopy(cfg.optim_wrapper)
     if args.amp:
         wrapper_cfg.update(type='AmpOptimWrapper', dtype='float16' if args.amp == 'fp16'
                            else 'bfloat16', loss_scale='dynamic')
-    optim_wrapper = build_optim_wrapper(model, wrapper_cfg)
+
+    torch.manual_seed(0)
+    model = build_model(stock_cfg, device)
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    hat = model.hat
+    flops_fwd = forward_flops_per_image(model, img, device)
+    peak_tflops = args.peak_tflops or matmul_peak_tflops(device, dtype)
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(bs, 3, img, img, generator=g).to(device)
@@ -121,12 +201,30 @@ def main(argv=None):
     samples = [DataSample().set_gt_label(int(i)).set_gt_score(y[j].cpu()).to(device)
                for j, i in enumerate(labels)]
 
-    class _Identity(torch.nn.Module):  # inputs are already "preprocessed"
-        def forward(self, data, training=False):
-            return data
+    wanted = [s for s in args.steps.split(',') if s]
+    unknown = sorted(set(wanted) - {'plain', 'official', 'hat-mm'})
+    if unknown:
+        raise SystemExit(f'--steps: unknown step(s) {unknown}; use plain, official, hat-mm')
+    print(f'{args.config}: batch {bs}, {img}x{img}, device {device}, amp {args.amp}, '
+          f'K={hat.adv_iters}, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M '
+          f'params, {flops_fwd / 1e9:.2f} GFLOP/image forward, matmul peak '
+          f'{peak_tflops:.1f} TFLOP/s{" (given)" if args.peak_tflops else " (measured)"}')
+    print(f'hat-mm fast paths: {fast_paths or "none"}')
+    step_flops = {'plain': 3 * flops_fwd, 'official': (1 + 3 * hat.adv_iters) * flops_fwd,
+                  'hat-mm': (1 + 3 * hat.adv_iters) * flops_fwd}
+    results = {}
 
-    model.data_preprocessor = _Identity()
-    batch = dict(inputs=x, data_samples=samples)
+    def record(name, fn):
+        sec, peak = time_fn(fn, device, args.warmup, args.iters)
+        mfu = bs / sec * step_flops[name] / (peak_tflops * 1e12)
+        results[name] = dict(sec=sec, img_per_s=bs / sec, mfu=mfu, peak_gib=peak)
+        mem = f'  peak {peak:6.2f} GiB' if peak is not None else ''
+        print(f'{name:>9}: {sec * 1e3:9.1f} ms/step  {bs / sec:9.1f} img/s  '
+              f'MFU {100 * mfu:5.1f}%{mem}', flush=True)
+
+    # plain and official-style steps: the stock model
+    with quiet_logs():
+        optim_wrapper = build_optim_wrapper(model, copy.deepcopy(wrapper_cfg))
 
     def plain():
         with optim_wrapper.optim_context(model):
@@ -136,32 +234,41 @@ def main(argv=None):
         optim_wrapper.update_params(losses['loss'])
 
     scaler = torch.amp.GradScaler(device.split(':')[0], enabled=args.amp == 'fp16')
-    optimizer = optim_wrapper.optimizer
 
     def official():
-        official_style_step(model, optimizer, scaler, x, y, hat.adv_iters, hat.adv_eps,
-                            hat.adv_lr, hat.adv_kl_weight, hat.adv_ce_weight, dtype)
+        official_style_step(model, optim_wrapper.optimizer, scaler, x, y, hat.adv_iters,
+                            hat.adv_eps, hat.adv_lr, hat.adv_kl_weight, hat.adv_ce_weight,
+                            dtype)
 
-    def hat_mm_step():
-        model.train_step(batch, optim_wrapper)
+    for name, fn in (('plain', plain), ('official', official)):
+        if name in wanted:
+            record(name, fn)
+    del model, optim_wrapper, plain, official
+    gc.collect()
+    if device.startswith('cuda'):
+        torch.cuda.empty_cache()
 
-    steps = {'plain': plain, 'official': official, 'hat-mm': hat_mm_step}
-    wanted = [s for s in args.steps.split(',') if s]
-    print(f'{args.config}: batch {bs}, {img}x{img}, device {device}, amp {args.amp}, '
-          f'K={hat.adv_iters}, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M '
-          'params')
-    results = {}
-    for name in wanted:
-        sec, peak = time_fn(steps[name], device, args.warmup, args.iters)
-        results[name] = sec
-        mem = f'  peak {peak:.2f} GiB' if peak is not None else ''
-        print(f'{name:>9}: {sec * 1e3:9.1f} ms/step  {bs / sec:9.1f} img/s{mem}')
+    # hat-mm: the model as configured, from the same weights
+    if 'hat-mm' in wanted:
+        model = build_model(cfg.model, device, state)
+        with quiet_logs():
+            optim_wrapper = build_optim_wrapper(model, copy.deepcopy(wrapper_cfg))
+        if cfg.model.get('channels_last'):
+            x = x.contiguous(memory_format=torch.channels_last)
+        batch = dict(inputs=x, data_samples=samples)
+        record('hat-mm', lambda: model.train_step(batch, optim_wrapper))
+
     if 'plain' in results:
         for name in ('official', 'hat-mm'):
             if name in results:
-                print(f'{name} / plain time: {results[name] / results["plain"]:.2f}x')
+                ratio = results[name]['sec'] / results['plain']['sec']
+                print(f'{name} / plain time: {ratio:.2f}x')
     if 'official' in results and 'hat-mm' in results:
-        print(f'hat-mm speed vs official-style: {results["official"] / results["hat-mm"]:.2f}x')
+        off, ours = results['official'], results['hat-mm']
+        print(f'hat-mm speed vs official-style: {off["sec"] / ours["sec"]:.2f}x')
+        if off['peak_gib'] is not None:
+            print(f'hat-mm peak memory vs official-style: '
+                  f'{ours["peak_gib"] / off["peak_gib"]:.2f}x')
     return results
 
 

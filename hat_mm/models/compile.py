@@ -1,0 +1,63 @@
+"""``torch.compile`` for HAT classifiers: ``model.compile=True`` (or a dict of
+``torch.compile`` arguments, e.g. ``dict(mode='max-autotune')``).
+
+What is compiled are the modules the classifier calls (``hat_compile_modules()``: backbone,
+neck and head, or the timm model), each through ``nn.Module.compile``. That keeps the module
+tree and the state-dict keys as they are, so checkpoints, ``init_cfg``, EMA copies and DDP
+see the same model. The HAT loop around them (Python control flow, the optim wrapper, DDP's
+``no_sync``) stays eager: it is a handful of launches per pass.
+
+One HAT iteration calls a compiled module in three autograd situations: the clean forward
+under ``no_grad``, the passes ``1..K-1`` whose input requires grad (for ``delta``), and the
+last pass whose input does not. So each module compiles three graphs in the first iteration
+(one more for validation, and once more with a dynamic batch size when a smaller last batch
+comes), and none in later iterations; ``tests/test_fast_paths.py`` counts them.
+
+mmpretrain's ViT builds its ``DropPath`` layers with numpy ``drop_prob`` values, on which
+dynamo breaks the graph (it traces ``drop_prob == 0`` as a data-dependent branch); they are
+turned into Python floats first.
+"""
+import inspect
+from typing import Iterable, Union
+
+import numpy as np
+import torch
+
+COMPILE_ARGS = sorted(n for n in inspect.signature(torch.compile).parameters if n != 'model')
+
+
+def compile_kwargs(value: Union[None, bool, dict]) -> Union[None, dict]:
+    """``model.compile`` as ``torch.compile`` keyword arguments (None: do not compile)."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return {}
+    if not isinstance(value, dict):
+        raise TypeError(f'model.compile={value!r}: expected True/False or a dict of '
+                        f'torch.compile arguments ({COMPILE_ARGS}).')
+    unknown = sorted(set(value) - set(COMPILE_ARGS))
+    if unknown:
+        raise ValueError(f'model.compile has unknown torch.compile argument(s) {unknown}; '
+                         f'valid ones are {COMPILE_ARGS}.')
+    return dict(value)
+
+
+def python_float_drop_probs(model: torch.nn.Module) -> int:
+    """Turn numpy ``drop_prob`` attributes (DropPath) into Python floats; returns how many."""
+    count = 0
+    for module in model.modules():
+        if isinstance(getattr(module, 'drop_prob', None), np.generic):
+            module.drop_prob = float(module.drop_prob)
+            count += 1
+    return count
+
+
+def compile_modules(model: torch.nn.Module, modules: Iterable[torch.nn.Module],
+                    kwargs: dict) -> int:
+    """Compile each of ``modules`` (submodules of ``model``) in place; returns how many."""
+    python_float_drop_probs(model)
+    count = 0
+    for module in modules:
+        module.compile(**kwargs)
+        count += 1
+    return count
