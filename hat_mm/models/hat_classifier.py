@@ -51,7 +51,8 @@ class HATClassifierMixin:
         if channels_last:
             self.to(memory_format=torch.channels_last)
         compile_cfg = compile_kwargs(compile)
-        if compile_cfg is not None:
+        self.hat_compiled = compile_cfg is not None
+        if self.hat_compiled:
             compile_modules(self, self.hat_compile_modules(), compile_cfg)
 
     def hat_compile_modules(self) -> List[torch.nn.Module]:
@@ -98,6 +99,8 @@ class HATClassifierMixin:
                           'not end at hat.adv_epochs. Use the overlay configs/_base_/hat.py '
                           "(runner_type='HATRunner' adds the hook) or add "
                           "custom_hooks=[dict(type='HATPhaseHook')].")
+        if self.hat_compiled:  # a new iteration for CUDA graphs (mode='reduce-overhead')
+            torch.compiler.cudagraph_mark_step_begin()
         with optim_wrapper.optim_context(runner_model):
             data = self.data_preprocessor(data, True)
         inputs, data_samples = data['inputs'], data['data_samples']
