@@ -20,3 +20,19 @@ def test_benchmark_compiles_the_hat_mm_model(capsys):
                     '--warmup', '1', '--steps', 'hat-mm', '--compile', '--peak-tflops', '1'])
     assert set(results) == {'hat-mm'} and results['hat-mm']['sec'] > 0
     assert "fast paths: {'compile': True}" in capsys.readouterr().out
+
+
+def test_forward_flops_match_a_hand_count_including_attention():
+    """The MFU numerator: FLOPs of a tiny ViT forward, counted by hand (2 per multiply-add)."""
+    from tools.analysis.benchmark_hat import forward_flops_per_image
+
+    from .helpers import NUM_CLASSES, tiny_vit_classifier
+    model = tiny_vit_classifier().train()
+    tokens, dim, ffn, layers, patches = 17, 32, 64, 2, 16  # 16x16 image, 4x4 patches + cls
+    patch_embed = 2 * patches * (3 * 4 * 4) * dim
+    per_layer = (2 * tokens * dim * 3 * dim  # qkv
+                 + 2 * 2 * tokens * tokens * dim  # q @ k^T and attn @ v over all heads
+                 + 2 * tokens * dim * dim  # output projection
+                 + 2 * 2 * tokens * dim * ffn)  # the two FFN layers
+    head = 2 * dim * NUM_CLASSES
+    assert forward_flops_per_image(model, 16, 'cpu') == patch_embed + layers * per_layer + head

@@ -62,3 +62,38 @@ def test_two_gloo_processes_equal_one_process(digits_root, tmp_path):
     # both runs really updated the weights: SGD momentum buffers are non-zero
     momenta = [s['momentum_buffer'] for s in b['optimizer']['state'].values()]
     assert momenta and all(m.abs().sum() > 0 for m in momenta)
+
+
+def test_one_gradient_all_reduce_per_hat_step(tmp_path):
+    """K backward passes, but DDP reduces the gradient once: ``no_sync`` on the first K-1."""
+    import torch.distributed as dist
+    from mmengine.optim import OptimWrapper
+    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+
+    from hat_mm.models import HATDistributedDataParallel
+
+    from .helpers import random_batch, tiny_vit_classifier
+
+    dist.init_process_group('gloo', init_method=f'file://{tmp_path / "store"}', rank=0,
+                            world_size=1)
+    try:
+        reduced = []
+
+        def counting_hook(state, bucket):
+            reduced.append(bucket.buffer().numel())
+            return allreduce_hook(state, bucket)
+
+        model = tiny_vit_classifier(hat=dict(adv_iters=3))
+        n_params = sum(p.numel() for p in model.parameters())
+        ddp = HATDistributedDataParallel(model)
+        ddp.register_comm_hook(None, counting_hook)
+        wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1))
+        for adversarial, passes in ((True, 3), (False, 1)):
+            model.set_hat_phase(adversarial)
+            reduced.clear()
+            log_vars = ddp.train_step(random_batch(), wrapper)
+            assert ('loss_kl_adv' in log_vars) == adversarial
+            # every gradient element reduced exactly once, whatever K is
+            assert sum(reduced) == n_params, (passes, reduced, n_params)
+    finally:
+        dist.destroy_process_group()

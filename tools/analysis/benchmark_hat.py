@@ -39,7 +39,7 @@ from mmengine.logging import MMLogger
 from mmengine.optim import build_optim_wrapper
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 FAST_PATH_KEYS = ('fused_window_attention', 'compile', 'channels_last')
 
@@ -118,7 +118,11 @@ def time_fn(fn, device, warmup, iters):
 
 def forward_flops_per_image(model, img, device) -> float:
     """FLOPs of one train-mode forward of one image (torch's FLOP counter, batch 2)."""
-    counter = FlopCounterMode(display=False)
+    # torch's table has the CUDA attention kernels, not the CPU one; count it the same way
+    cpu_sdpa = getattr(torch.ops.aten, '_scaled_dot_product_flash_attention_for_cpu', None)
+    mapping = {} if cpu_sdpa is None else {
+        cpu_sdpa: lambda q, k, v, *args, out_shape=None, **kwargs: sdpa_flop_count(q, k, v)}
+    counter = FlopCounterMode(display=False, custom_mapping=mapping)
     with torch.no_grad(), counter:
         model(torch.zeros(2, 3, img, img, device=device), mode='tensor')
     return counter.get_total_flops() / 2
