@@ -153,3 +153,39 @@ def test_fused_window_attention_gives_the_same_hat_update():
     assert max(v.abs().max() for v in results[0].values()) > 1e-3  # the step did something
     for k, v in results[0].items():
         torch.testing.assert_close(results[1][k], v, rtol=1e-4, atol=1e-6, msg=k)
+
+
+@pytest.mark.parametrize('loss', [
+    dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),  # Swin / DeiT recipes
+    dict(type='CrossEntropyLoss', use_soft=True),
+])
+def test_no_host_sync_inside_the_k_loop(loss, monkeypatch):
+    """On a GPU, reading a tensor's value on the host (``.item()``, ``bool()``, ``.cpu()``)
+    waits for the device. The K passes must not: with the recipes' soft targets (mixup /
+    cutmix) none of those is called between the first forward and the last backward."""
+    import hat_mm.models.hat_classifier as hat_classifier
+
+    from .helpers import tiny_vit_classifier
+
+    model = tiny_vit_classifier(hat=dict(adv_iters=3), loss=loss)
+    model.set_hat_phase(True)
+    calls = []
+    real_hat_backward = hat_classifier.hat_backward
+
+    def guarded_hat_backward(*args, **kwargs):
+        def record(name, real):
+            def method(self, *a, **k):
+                calls.append(name)
+                return real(self, *a, **k)
+            return method
+
+        with pytest.MonkeyPatch.context() as patch:
+            for name in ('item', '__bool__', 'tolist', '__int__', '__float__', 'cpu', 'numpy'):
+                patch.setattr(torch.Tensor, name, record(name, getattr(torch.Tensor, name)))
+            return real_hat_backward(*args, **kwargs)
+
+    monkeypatch.setattr(hat_classifier, 'hat_backward', guarded_hat_backward)
+    log_vars = model.train_step(random_batch(soft=True), OptimWrapper(
+        torch.optim.SGD(model.parameters(), lr=0.1)))
+    assert 'loss_kl_adv' in log_vars
+    assert calls == []
