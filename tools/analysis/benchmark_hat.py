@@ -75,8 +75,10 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def official_style_step(model, optimizer, scaler, x, y, K, eps, alpha, w_kl, w_ce, dtype):
-    """SPEC section 1 as the official code writes it (clean forward kept in the graph)."""
+def official_style_step(model, optimizer, scaler, x, y, K, eps, alpha, w_kl, w_ce, dtype,
+                        clip_grad=None):
+    """SPEC section 1 as the official code writes it (clean forward kept in the graph);
+    ``clip_grad`` (max norm) clips the accumulated gradient as timm's loss scaler does."""
     device_type = x.device.type
     autocast = torch.autocast(device_type, dtype=dtype, enabled=dtype is not None)
     with autocast:
@@ -94,6 +96,9 @@ def official_style_step(model, optimizer, scaler, x, y, K, eps, alpha, w_kl, w_c
         loss = ce + w_kl * kl if k == 0 else (w_ce * ce + w_kl * kl) / (K - 1)
         scaler.scale(loss).backward()
         delta = (delta.detach() + alpha * delta.grad.sign()).clamp(-eps, eps)
+    if clip_grad is not None:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
@@ -242,7 +247,7 @@ def main(argv=None):
     def official():
         official_style_step(model, optim_wrapper.optimizer, scaler, x, y, hat.adv_iters,
                             hat.adv_eps, hat.adv_lr, hat.adv_kl_weight, hat.adv_ce_weight,
-                            dtype)
+                            dtype, clip_grad=(wrapper_cfg.get('clip_grad') or {}).get('max_norm'))
 
     for name, fn in (('plain', plain), ('official', official)):
         if name in wanted:
