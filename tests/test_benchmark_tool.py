@@ -36,3 +36,21 @@ def test_forward_flops_match_a_hand_count_including_attention():
                  + 2 * 2 * tokens * dim * ffn)  # the two FFN layers
     head = 2 * dim * NUM_CLASSES
     assert forward_flops_per_image(model, 16, 'cpu') == patch_embed + layers * per_layer + head
+
+
+def test_benchmark_tables_collect_the_runs(tmp_path):
+    """The tables tool runs benchmark_hat.py per variant and tabulates its JSON."""
+    import json
+
+    from tools.analysis.benchmark_tables import main as tables_main
+    text = tables_main(['--configs', DEMO_CONFIG, '--amp', 'none', '--device', 'cpu',
+                        '--batch-size', '4', '--iters', '2', '--warmup', '1',
+                        '--variants', 'eager', '--out-dir', str(tmp_path)])
+    report = json.loads((tmp_path / 'hat_vit_digits_eager.json').read_text())
+    assert set(report['steps']) == {'plain', 'official', 'hat-mm'}
+    rows = [line for line in text.splitlines() if line.startswith('| ')][1:]
+    assert [r.split(' | ')[0] for r in rows] == [
+        '| plain step', '| official-style HAT', '| hat-mm HAT (eager)']
+    ours = report['steps']['hat-mm']
+    assert f"| {ours['img_per_s']:.0f} | {1e3 * ours['sec']:.1f} |" in rows[2]
+    assert (tmp_path / 'tables.md').read_text() == text

@@ -27,7 +27,9 @@ on the same device (``--peak-tflops`` to give another peak).
 import argparse
 import copy
 import gc
+import json
 import logging
+import platform
 import statistics
 import time
 from contextlib import contextmanager
@@ -67,6 +69,7 @@ def parse_args(argv=None):
                    help='channels-last weights and inputs for the hat-mm model')
     p.add_argument('--peak-tflops', type=float, default=None,
                    help='peak for the model-FLOP utilisation (default: measured matmul)')
+    p.add_argument('--out', default=None, help='also write the results to this JSON file')
     return p.parse_args(argv)
 
 
@@ -278,7 +281,20 @@ def main(argv=None):
         if off['peak_gib'] is not None:
             print(f'hat-mm peak memory vs official-style: '
                   f'{ours["peak_gib"] / off["peak_gib"]:.2f}x')
+    if args.out:
+        report = dict(config=args.config, device=device, device_name=_device_name(device),
+                      amp=args.amp, batch_size=bs, img_size=img, adv_iters=hat.adv_iters,
+                      fast_paths=fast_paths, forward_gflop_per_image=flops_fwd / 1e9,
+                      peak_tflops=peak_tflops, steps=results)
+        with open(args.out, 'w') as f:
+            json.dump(report, f, indent=2, default=str)
     return results
+
+
+def _device_name(device):
+    if device.startswith('cuda'):
+        return torch.cuda.get_device_name(torch.device(device))
+    return platform.processor() or platform.machine()
 
 
 if __name__ == '__main__':
