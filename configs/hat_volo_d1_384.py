@@ -2,24 +2,16 @@
 # Parameters: 26.6M params as the paper counts them, 26.78M with the 24x24 position table.
 #   bash tools/dist_train.sh configs/hat_volo_d1_384.py 8 \
 #       --cfg-options load_from=<hat_volo_d1_224 checkpoint>
-# VOLO trains every model at 224 first and then fine-tunes it at the higher resolution; the
-# command for volo_d1 at 384 (sail-sg/volo README) is: 8 GPUs x 64, --lr 8e-6 (per 1024
-# images, so 4e-6 at 512), --min-lr 4e-6, --weight-decay 1e-8, --warmup-epochs 5,
-# --epochs 30 (+ the 10 cool-down epochs of the script: "finetune on 384 with 40 epoch"),
-# --ground-truth (TokenLabelGTCrossEntropy), --token-label-size 24, the pre-training drop-path,
-# and the 224 weights (position embedding resized bicubically on loading).
-# Batch 64 per GPU as in that command.
+# VOLO trains every model at 224 first and then fine-tunes it at the higher resolution, with
+# the schedule of the volo_d1 384 command (configs/_base_/volo_finetune_hires.py: lr 8e-6 per
+# 1024 images, 40 epochs, ground-truth token-label loss) and the pre-training drop-path.
+# 8 GPUs x 64 images as in that command.
 # HAT: the paper does not say how its high-resolution rows were fine-tuned; this config keeps
 # the HAT step for the whole fine-tuning (the official script's --adv-epochs 200 exceeds its
 # 40 epochs). Token label size = 384 // 16 = 24 (the token grid of VOLO at 384).
 # Evaluation: timm's default_cfg of volo_d1_384 (bicubic, crop_pct 1.0: resize
 # floor(384 / 1.0) = 384, centre crop 384).
-_base_ = [
-    './_base_/volo_token_labeling.py',
-    './_base_/hat.py',
-]
-custom_imports = dict(imports=['hat_mm', 'hat_mm.datasets', 'hat_mm.models.volo'],
-                      allow_failed_imports=False)
+_base_ = ['./_base_/volo_finetune_hires.py']  # schedule, token-label loss, HAT
 
 img_size = 384
 crop_pct = 1.0
@@ -28,7 +20,6 @@ load_from = 'work_dirs/hat_volo_d1_224/epoch_310.pth'  # the 224 model (set it t
 model = dict(
     model_name='volo_d1_384',
     drop_path_rate=0.1,
-    token_label=dict(ground_truth=True),
     data_preprocessor=dict(label_size=img_size // 16),
 )
 
@@ -56,12 +47,3 @@ test_pipeline = [
 train_dataloader = dict(batch_size=64, dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
-
-optim_wrapper = dict(optimizer=dict(lr=8e-6, weight_decay=1e-8))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-6 / 8e-6, by_epoch=True, end=5,
-         convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', eta_min=4e-6, by_epoch=True, begin=5, end=30,
-         convert_to_iter_based=True),
-]
-train_cfg = dict(max_epochs=40)

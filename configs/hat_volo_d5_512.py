@@ -2,12 +2,9 @@
 # Parameters: 295.5M params as the paper counts them, 296.09M with the 32x32 position table.
 #   bash tools/dist_train.sh configs/hat_volo_d5_512.py 8 \
 #       --cfg-options load_from=<hat_volo_d5_224 checkpoint>
-# VOLO trains every model at 224 first and then fine-tunes it at the higher resolution; the
-# command for volo_d1 at 384 (sail-sg/volo README) is: 8 GPUs x 64, --lr 8e-6 (per 1024
-# images, so 4e-6 at 512), --min-lr 4e-6, --weight-decay 1e-8, --warmup-epochs 5,
-# --epochs 30 (+ the 10 cool-down epochs of the script: "finetune on 384 with 40 epoch"),
-# --ground-truth (TokenLabelGTCrossEntropy), --token-label-size 24, the pre-training drop-path,
-# and the 224 weights (position embedding resized bicubically on loading).
+# VOLO trains every model at 224 first and then fine-tunes it at the higher resolution, with
+# the schedule of the volo_d1 384 command (configs/_base_/volo_finetune_hires.py: lr 8e-6 per
+# 1024 images, 40 epochs, ground-truth token-label loss) and the pre-training drop-path.
 # For D5 the README has no command: the volo_d1/d3 fine-tuning settings are used with the D5
 # pre-training drop-path (0.75, unverified, see hat_volo_d5_224.py), 24 images per GPU
 # (memory-driven choice) and the 224 model as the starting point (whether VOLO started
@@ -17,12 +14,7 @@
 # 40 epochs). Token label size = 512 // 16 = 32 (the token grid of VOLO at 512).
 # Evaluation: timm's default_cfg of volo_d5_512 (bicubic, crop_pct 1.15: resize
 # floor(512 / 1.15) = 445, centre crop with black padding (timm/torchvision) 512).
-_base_ = [
-    './_base_/volo_token_labeling.py',
-    './_base_/hat.py',
-]
-custom_imports = dict(imports=['hat_mm', 'hat_mm.datasets', 'hat_mm.models.volo'],
-                      allow_failed_imports=False)
+_base_ = ['./_base_/volo_finetune_hires.py']  # schedule, token-label loss, HAT
 
 img_size = 512
 crop_pct = 1.15
@@ -31,7 +23,6 @@ load_from = 'work_dirs/hat_volo_d5_224/epoch_310.pth'  # the 224 model (set it t
 model = dict(
     model_name='volo_d5_512',
     drop_path_rate=0.75,
-    token_label=dict(ground_truth=True),
     data_preprocessor=dict(label_size=img_size // 16),
 )
 
@@ -59,12 +50,3 @@ test_pipeline = [
 train_dataloader = dict(batch_size=24, dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
-
-optim_wrapper = dict(optimizer=dict(lr=8e-6, weight_decay=1e-8))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-6 / 8e-6, by_epoch=True, end=5,
-         convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', eta_min=4e-6, by_epoch=True, begin=5, end=30,
-         convert_to_iter_based=True),
-]
-train_cfg = dict(max_epochs=40)
