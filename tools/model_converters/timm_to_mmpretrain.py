@@ -296,8 +296,12 @@ def build_target_model(arch: str):
 
 
 def verify_against_target(converted: Dict[str, torch.Tensor],
-                          target: Dict[str, torch.Tensor], arch: str, src: str = '') -> None:
-    """Every target key present, none extra, equal shapes; raises CheckpointError naming them."""
+                          target: Dict[str, torch.Tensor], arch: str, src: str = '',
+                          config: Optional[str] = None) -> None:
+    """Every target key present, none extra, equal shapes; raises CheckpointError naming them.
+
+    ``config``: the config the target model came from (default: this converter's for
+    ``arch``)."""
     missing = [k for k in target if k not in converted]
     extra = [k for k in converted if k not in target]
     shapes = [f'{k}: converted {tuple(converted[k].shape)} vs model {tuple(target[k].shape)}'
@@ -309,9 +313,9 @@ def verify_against_target(converted: Dict[str, torch.Tensor],
                  f'shape mismatch: {_show(shapes, 5)}' if shapes else '']
         raise CheckpointError(
             f'{src or "the checkpoint"} converted for {arch} does not match the model of '
-            f'{ARCHS[arch]["config"]} (' + '; '.join(p for p in parts if p) + '). Check that '
-            f'the checkpoint is a {arch} ImageNet-1k classifier (--arch), or that the config '
-            'was not changed (e.g. num_classes); nothing was written.')
+            f'{config or ARCHS[arch]["config"]} (' + '; '.join(p for p in parts if p)
+            + f'). Check that the checkpoint is a {arch} ImageNet-1k classifier (--arch), or '
+            'that the config was not changed (e.g. num_classes); nothing was written.')
 
 
 # ----------------------------------------------------------------------------- loading

@@ -39,8 +39,8 @@ if ROOT not in sys.path:  # run as a script from anywhere
 
 from hat_mm.utils import CheckpointError  # noqa: E402
 from tools.model_converters.timm_to_mmpretrain import (  # noqa: E402
-    _first_keys, _show, _timm_name_hint, convert_vit, describe_state_dict,
-    load_release, release_meta, run_cli, save_converted)
+    _first_keys, _timm_name_hint, convert_vit, describe_state_dict,
+    load_release, release_meta, run_cli, save_converted, verify_against_target)
 
 _D1 = dict(family='volo', embed_dims=192, stem_dims=64, layers=(4, 4, 8, 2))
 _D5 = dict(family='volo', embed_dims=384, stem_dims=128, layers=(12, 12, 20, 4))
@@ -161,22 +161,6 @@ def target_state_dict(arch: str) -> 'OrderedDict[str, torch.Tensor]':
     return model.state_dict()
 
 
-def verify(converted: Dict[str, torch.Tensor], target: Dict[str, torch.Tensor], arch: str,
-           src: str) -> None:
-    missing = [k for k in target if k not in converted]
-    extra = [k for k in converted if k not in target]
-    shapes = [f'{k}: converted {tuple(converted[k].shape)} vs model {tuple(target[k].shape)}'
-              for k in target if k in converted
-              and tuple(converted[k].shape) != tuple(target[k].shape)]
-    if missing or extra or shapes:
-        parts = [f'missing: {_show(missing)}' if missing else '',
-                 f'not in the model: {_show(extra)}' if extra else '',
-                 f'shape mismatch: {_show(shapes, 5)}' if shapes else '']
-        raise CheckpointError(
-            f'{src} converted for {arch} does not match the model of {ARCHS[arch]["config"]} ('
-            + '; '.join(p for p in parts if p) + '). Nothing was written.')
-
-
 def convert_checkpoint(src: str, dst: str, arch: Optional[str] = None,
                        ema: bool = False) -> dict:
     """Convert the release ``src`` to the mmengine checkpoint ``dst``; returns its meta."""
@@ -191,7 +175,7 @@ def convert_checkpoint(src: str, dst: str, arch: Optional[str] = None,
     for k in target:  # BatchNorm counters (VOLO's stem) are not always saved
         if k.endswith('num_batches_tracked') and k not in converted:
             converted[k] = torch.zeros((), dtype=torch.long)
-    verify(converted, target, arch, src)
+    verify_against_target(converted, target, arch, src, config=ARCHS[arch]['config'])
     out_state = OrderedDict((k, converted[k].to(target[k].dtype).contiguous()) for k in target)
 
     meta = release_meta(src, info, arch, ARCHS[arch]['config'], hint, ema,
