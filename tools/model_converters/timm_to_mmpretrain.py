@@ -412,6 +412,14 @@ def convert_state_dict(state_dict: Dict[str, torch.Tensor], arch: Optional[str] 
     return detected, convert(state_dict)
 
 
+def check_output_path(src: str, dst: str) -> None:
+    """Refuse to write the converted checkpoint over the release it comes from."""
+    if osp.abspath(dst) == osp.abspath(src) or (
+            osp.exists(dst) and osp.exists(src) and osp.samefile(dst, src)):
+        raise CheckpointError(f'the output {dst} is the input checkpoint; give another output '
+                              'path (the release is never overwritten).')
+
+
 def convert_checkpoint(src: str, dst: str, arch: Optional[str] = None,
                        ema: bool = False) -> dict:
     """Convert the release ``src`` to the mmengine checkpoint ``dst``; returns its meta.
@@ -419,10 +427,7 @@ def convert_checkpoint(src: str, dst: str, arch: Optional[str] = None,
     Refuses ``dst == src``, another arch than ``arch``, and anything that does not match the
     model of the arch's config key for key and shape; nothing is written then.
     """
-    if osp.abspath(dst) == osp.abspath(src) or (
-            osp.exists(dst) and osp.exists(src) and osp.samefile(dst, src)):
-        raise CheckpointError(f'the output {dst} is the input checkpoint; give another output '
-                              'path (the release is never overwritten).')
+    check_output_path(src, dst)
     state, info = load_release(src, ema=ema)
     hint = _timm_name_hint(src, info)
     arch, converted = convert_state_dict(state, arch=arch, src=src, hint=hint)

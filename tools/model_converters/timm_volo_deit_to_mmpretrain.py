@@ -39,7 +39,7 @@ if ROOT not in sys.path:  # run as a script from anywhere
 
 from hat_mm.utils import CheckpointError  # noqa: E402
 from tools.model_converters.timm_to_mmpretrain import (  # noqa: E402
-    _first_keys, _timm_name_hint, convert_vit, describe_state_dict,
+    _first_keys, _timm_name_hint, check_output_path, convert_vit, describe_state_dict,
     load_release, release_meta, run_cli, save_converted, verify_against_target)
 
 _D1 = dict(family='volo', embed_dims=192, stem_dims=64, layers=(4, 4, 8, 2))
@@ -164,10 +164,7 @@ def target_state_dict(arch: str) -> 'OrderedDict[str, torch.Tensor]':
 def convert_checkpoint(src: str, dst: str, arch: Optional[str] = None,
                        ema: bool = False) -> dict:
     """Convert the release ``src`` to the mmengine checkpoint ``dst``; returns its meta."""
-    if osp.abspath(dst) == osp.abspath(src) or (
-            osp.exists(dst) and osp.exists(src) and osp.samefile(dst, src)):
-        raise CheckpointError(f'the output {dst} is the input checkpoint; give another output '
-                              'path (the release is never overwritten).')
+    check_output_path(src, dst)
     state, info = load_release(src, ema=ema)
     hint = _timm_name_hint(src, info)
     arch, converted = convert_state_dict(state, arch=arch, src=src, hint=hint)
