@@ -189,3 +189,32 @@ def test_no_host_sync_inside_the_k_loop(loss, monkeypatch):
         torch.optim.SGD(model.parameters(), lr=0.1)))
     assert 'loss_kl_adv' in log_vars
     assert calls == []
+
+
+@pytest.mark.parametrize('family', ['image', 'timm', 'volo'])
+def test_compiled_modules_are_those_the_training_forward_runs(family):
+    """``compile`` compiles ``hat_compile_modules()``: each must run in the train-mode
+    forward, and together they must hold the weights (parameters owned directly by the
+    wrapped timm model, such as VOLO's position embedding, are outside any submodule)."""
+    torch.manual_seed(0)
+    if family == 'image':
+        model, size = _tiny_vit(), 16
+    elif family == 'timm':
+        model, size = MODELS.build(dict(type='HATTimmClassifier', model_name='resnet18',
+                                        num_classes=NUM_CLASSES)), 32
+    else:
+        model, size = MODELS.build(dict(
+            type='HATVOLOClassifier', num_classes=NUM_CLASSES,
+            arch=dict(layers=(1, 1, 1, 1), embed_dims=(16, 32, 32, 32),
+                      num_heads=(2, 4, 4, 4), img_size=32, stem_hidden_dim=8))), 32
+    modules = model.hat_compile_modules()
+    ran = []
+    for i, m in enumerate(modules):
+        m.register_forward_hook(lambda *_, i=i: ran.append(i))
+    model.train()
+    model(torch.randn(2, 3, size, size), mode='tensor')
+    assert sorted(set(ran)) == list(range(len(modules)))
+    covered = {id(p) for m in modules for p in m.parameters()}
+    inner = getattr(model, 'model', model)
+    direct = {id(p) for p in inner.parameters(recurse=False)}
+    assert {id(p) for p in model.parameters()} - direct == covered
