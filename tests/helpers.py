@@ -4,6 +4,37 @@ from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
 NUM_CLASSES = 5
+EPS, ALPHA, W_KL, W_CE = 2 / 255, 1 / 255, 0.01, 3.0  # the official HAT defaults
+
+
+def reference_hat_loop(forward, ce, x, params, K, logits=lambda out: out, eps=EPS,
+                       alpha=ALPHA, w_kl=W_KL, w_ce=W_CE):
+    """SPEC section 1 written out with plain torch, independent of hat_mm.
+
+    ``forward(v)`` is the model's train-mode output on ``v``, ``ce(output, v)`` the
+    classification loss ``CE_k`` of it, ``logits(output)`` the logits the KL compares.
+    Returns (gradients of ``params`` summed over the K passes, the deltas used).
+    """
+    import torch.nn.functional as F
+    with torch.no_grad():
+        pc = F.softmax(logits(forward(x)), -1)
+    grads = [torch.zeros_like(p) for p in params]
+    delta = torch.zeros_like(x)
+    deltas = []
+    for k in range(K):
+        d = delta.clone().requires_grad_(True)
+        out = forward(x + d)
+        p = F.softmax(logits(out), -1)
+        kl = 0.5 * ((pc * (pc.log() - p.log())).sum(-1) + (p * (p.log() - pc.log())).sum(-1))
+        kl = kl.mean()
+        c = ce(out, x + d)
+        loss = c + w_kl * kl if k == 0 else (w_ce * c + w_kl * kl) / (K - 1)
+        got = torch.autograd.grad(loss, params + [d])
+        grads = [g + o for g, o in zip(grads, got[:-1])]
+        delta = torch.clamp(delta + alpha * got[-1].sign(), -eps, eps)
+        if k < K - 1:
+            deltas.append(delta)
+    return grads, deltas
 
 
 def tiny_vit_classifier(hat=None, loss=None, hat_type='HATImageClassifier', **head_kwargs):

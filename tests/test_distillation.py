@@ -17,9 +17,9 @@ import hat_mm.models.distillation  # noqa: F401  (registers the distilled classi
 from hat_mm import hat_backward
 from hat_mm.engine import apply_hat
 
+from .helpers import EPS, reference_hat_loop
 from .runner_utils import ROOT
 
-EPS, ALPHA, W_KL, W_CE = 2 / 255, 1 / 255, 0.01, 3.0
 DEMO_CONFIG = osp.join(ROOT, 'configs', 'demo', 'hat_vit_digits.py')
 CONFIG = osp.join(ROOT, 'configs', 'hat_deit_b_distilled.py')
 
@@ -156,25 +156,8 @@ def reference_hat_kd(student, teacher, x, target, kind, K, alpha=0.5, tau=1.0, C
                           reduction='sum', log_target=True) * tau * tau / dist.numel()
         return (1 - alpha) * base + alpha * kd
 
-    with torch.no_grad():
-        pc = F.softmax(fwd(x)[0], -1)
-    grads = [torch.zeros_like(p) for p in params]
-    delta = torch.zeros_like(x)
-    deltas = []
-    for k in range(K):
-        d = delta.clone().requires_grad_(True)
-        cls, dist = fwd(x + d)
-        p = F.softmax(cls, -1)
-        kl = 0.5 * ((pc * (pc.log() - p.log())).sum(-1) + (p * (p.log() - pc.log())).sum(-1))
-        kl = kl.mean()
-        c = ce(cls, dist, x + d)
-        loss = c + W_KL * kl if k == 0 else (W_CE * c + W_KL * kl) / (K - 1)
-        out = torch.autograd.grad(loss, params + [d])
-        grads = [g + o for g, o in zip(grads, out[:-1])]
-        delta = torch.clamp(delta + ALPHA * out[-1].sign(), -EPS, EPS)
-        if k < K - 1:
-            deltas.append(delta)
-    return grads, deltas
+    return reference_hat_loop(fwd, lambda out, v: ce(*out, v), x, params, K,
+                              logits=lambda out: out[0])
 
 
 @pytest.mark.parametrize('kind', ['hard', 'soft'])

@@ -8,9 +8,8 @@ from mmengine.optim import OptimWrapper
 
 from hat_mm import HATConfig, hat_backward, symmetric_kl
 
-from .helpers import NUM_CLASSES, random_batch, tiny_vit_classifier
-
-EPS, ALPHA, W_KL, W_CE = 2 / 255, 1 / 255, 0.01, 3.0
+from .helpers import (ALPHA, EPS, NUM_CLASSES, W_CE, W_KL, random_batch,
+                      reference_hat_loop, tiny_vit_classifier)
 
 
 def reference_hat(model, x, target, K, loss_kind, eps=EPS, alpha=ALPHA, w_kl=W_KL,
@@ -27,24 +26,8 @@ def reference_hat(model, x, target, K, loss_kind, eps=EPS, alpha=ALPHA, w_kl=W_K
             y = target
         return -(y * F.log_softmax(z, -1)).sum(-1).mean()
 
-    with torch.no_grad():
-        pc = F.softmax(model(x, mode='tensor'), -1)
-    grads = [torch.zeros_like(p) for p in params]
-    delta = torch.zeros_like(x)
-    deltas = []
-    for k in range(K):
-        d = delta.clone().requires_grad_(True)
-        z = model(x + d, mode='tensor')
-        p = F.softmax(z, -1)
-        kl = 0.5 * ((pc * (pc.log() - p.log())).sum(-1) + (p * (p.log() - pc.log())).sum(-1))
-        kl = kl.mean()
-        loss = ce(z) + w_kl * kl if k == 0 else (w_ce * ce(z) + w_kl * kl) / (K - 1)
-        out = torch.autograd.grad(loss, params + [d])
-        grads = [g + o for g, o in zip(grads, out[:-1])]
-        delta = torch.clamp(delta + alpha * out[-1].sign(), -eps, eps)
-        if k < K - 1:
-            deltas.append(delta)
-    return grads, deltas
+    return reference_hat_loop(lambda v: model(v, mode='tensor'), lambda z, v: ce(z), x,
+                              params, K, eps=eps, alpha=alpha, w_kl=w_kl, w_ce=w_ce)
 
 
 def _targets(data_samples, loss_kind):

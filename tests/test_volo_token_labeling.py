@@ -20,9 +20,9 @@ import hat_mm.models.volo  # noqa: F401  (registers VOLOClassifier, HATVOLOClass
 from hat_mm import hat_backward
 from hat_mm.engine import apply_hat
 
+from .helpers import EPS, reference_hat_loop
 from .runner_utils import ROOT
 
-EPS, ALPHA, W_KL, W_CE = 2 / 255, 1 / 255, 0.01, 3.0
 DEMO_CONFIG = osp.join(ROOT, 'configs', 'demo', 'hat_vit_digits.py')
 
 # paper params (M), img size, label size, timm model, crop_pct, lr, drop-path, epochs, GT
@@ -342,24 +342,9 @@ def reference_hat_volo(model, x, gt, cls_t, tok_t, box, K):
         a = (-tok_t * F.log_softmax(aux, -1)).sum(-1).mean()
         return c + 0.5 * a
 
-    with torch.no_grad():
-        pc = F.softmax(ref_volo_forward(volo, x, box)[0], -1)
-    grads = [torch.zeros_like(p) for p in params]
-    delta = torch.zeros_like(x)
-    deltas = []
-    for k in range(K):
-        d = delta.clone().requires_grad_(True)
-        cls, aux = ref_volo_forward(volo, x + d, box)
-        p = F.softmax(cls, -1)
-        kl = 0.5 * ((pc * (pc.log() - p.log())).sum(-1) + (p * (p.log() - pc.log())).sum(-1))
-        kl = kl.mean()
-        loss = ce(cls, aux) + W_KL * kl if k == 0 else (W_CE * ce(cls, aux) + W_KL * kl) / (K - 1)
-        out = torch.autograd.grad(loss, params + [d])
-        grads = [g + o for g, o in zip(grads, out[:-1])]
-        delta = torch.clamp(delta + ALPHA * out[-1].sign(), -EPS, EPS)
-        if k < K - 1:
-            deltas.append(delta)
-    return grads, deltas
+    return reference_hat_loop(lambda v: ref_volo_forward(volo, v, box),
+                              lambda out, v: ce(*out), x, params, K,
+                              logits=lambda out: out[0])
 
 
 @pytest.mark.parametrize('mixing', ['mixup', 'cutmix'])
