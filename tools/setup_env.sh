@@ -4,66 +4,171 @@
 #   bash tools/setup_env.sh          # idempotent: returns at once when everything is in place
 #
 # mmcv 2.1.0 has no wheel for current torch, so it is built from source with ops (about 9 min
-# on 2 cores) and the wheel is kept in $HAT_MM_CACHE/wheels/torch-<version>/ so later set-ups,
-# on this or on a fresh clone, install it at once. Environment variables:
-#   HAT_MM_VENV   where the environment lives (default: <repo>/.venv)
-#   HAT_MM_CACHE  where built wheels are kept   (default: ~/.cache/hat-mm)
-#   PYTHON        interpreter to create the environment with (default: python3)
+# on 2 cores) and the wheel is kept in $HAT_MM_CACHE/wheels/<variant>/, the variant naming the
+# torch it was built against and its ops: torch-<version>-cpuops (the default: mmcv's CPU ops;
+# the GPU is hidden from the build) or torch-<version>-cuda<X.Y>-sm<archs> (HAT_MM_MMCV_CUDA=1).
+# Later set-ups, on this or on a fresh clone, install the cached wheel at once. At the end the
+# detection ops are run on this machine's device (tools/check_env.py). Environment variables:
+#   HAT_MM_VENV          where the environment lives (default: <repo>/.venv)
+#   HAT_MM_CACHE         where built wheels are kept (default: ~/.cache/hat-mm)
+#   PYTHON               interpreter to create the environment with (default: python3)
+#   HAT_MM_MMCV_CUDA=1   build mmcv with CUDA ops (nvcc; for TORCH_CUDA_ARCH_LIST, default: the
+#                        visible GPUs) from a CUDA toolkit of torch's CUDA version: the system's
+#                        (CUDA_HOME, nvcc on PATH, /usr/local/cuda), else the package index's
+#   HAT_MM_CUDA_TOOLKIT  with HAT_MM_MMCV_CUDA=1: auto (default), system, or pip (the index's)
+#   HAT_MM_SYSTEM_TORCH=1  use the torch and torchvision of $PYTHON (a venv that sees its
+#                        site-packages); they are checked, never replaced
+#   HAT_MM_WHEELHOUSE=DIR  install with no package index, from DIR (tools/make_wheelhouse.sh)
+#   MAX_JOBS             parallel compile jobs for the mmcv build (default: nproc)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${HAT_MM_VENV:-$ROOT/.venv}"
 CACHE="${HAT_MM_CACHE:-$HOME/.cache/hat-mm}"
 PYTHON="${PYTHON:-python3}"
+MMCV_CUDA="${HAT_MM_MMCV_CUDA:-0}"
+TOOLKIT="${HAT_MM_CUDA_TOOLKIT:-auto}"
+SYSTEM_TORCH="${HAT_MM_SYSTEM_TORCH:-0}"
+WHEELHOUSE="${HAT_MM_WHEELHOUSE:-}"
 STAMP="$VENV/.hat_mm_setup_done"
-REQ_HASH="$(cat "$ROOT/requirements.txt" "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)"
+MARKER="$VENV/.hat_mm_mmcv_variant"
+VARIANT_PY="$ROOT/tools/mmcv_variant.py"
 
 log() { echo "[setup_env] $*" >&2; }
+die() { echo "[setup_env] ERROR: $*" >&2; exit 1; }
 
-if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$REQ_HASH" ]]; then
+[[ "$MMCV_CUDA" =~ ^[01]$ ]] || die "HAT_MM_MMCV_CUDA=$MMCV_CUDA: use 1 (CUDA ops) or 0 (CPU ops)"
+[[ "$SYSTEM_TORCH" =~ ^[01]$ ]] || die "HAT_MM_SYSTEM_TORCH=$SYSTEM_TORCH: use 1 or 0"
+[[ "$TOOLKIT" =~ ^(auto|system|pip)$ ]] || die "HAT_MM_CUDA_TOOLKIT=$TOOLKIT: use auto, system or pip"
+if [[ -n "$WHEELHOUSE" ]]; then
+  [[ -d "$WHEELHOUSE" ]] || die "HAT_MM_WHEELHOUSE=$WHEELHOUSE is not a folder (make one with tools/make_wheelhouse.sh)"
+  WHEELHOUSE="$(cd "$WHEELHOUSE" && pwd)"
+fi
+
+# What was asked for; with the torch found, it is the stamp: a change of either re-runs set-up.
+REQ_HASH="$(cat "$ROOT/requirements.txt" "$ROOT/pyproject.toml" "$ROOT/tools/setup_env.sh" \
+  "$VARIANT_PY" "$ROOT/tools/check_env.py" | sha256sum | cut -c1-16)"
+ARCH_REQ="-"
+[[ "$MMCV_CUDA" == 1 ]] && ARCH_REQ="${TORCH_CUDA_ARCH_LIST:-visible}"
+REQUEST="files=$REQ_HASH mmcv_cuda=$MMCV_CUDA arch=${ARCH_REQ// /,} system_torch=$SYSTEM_TORCH"
+torch_dist() {  # installed torch version, without importing torch
+  "$VENV/bin/python" -c 'from importlib.metadata import version; print(version("torch"))' 2>/dev/null || true
+}
+if [[ -f "$STAMP" && -x "$VENV/bin/python" && "$(cat "$STAMP")" == "$REQUEST torch=$(torch_dist)" ]]; then
   exit 0
 fi
 
-if [[ ! -x "$VENV/bin/python" ]]; then
+# 0. The environment and the build tools.
+if [[ "$SYSTEM_TORCH" == 1 ]] && ! "$PYTHON" -c 'import torch, torchvision' >/dev/null 2>&1; then
+  die "HAT_MM_SYSTEM_TORCH=1 but $PYTHON cannot import torch and torchvision: set PYTHON to the interpreter that has them (e.g. PYTHON=\$(which python) inside the container or after 'module load pytorch')"
+fi
+if [[ -x "$VENV/bin/python" ]]; then
+  SEES_SYSTEM="$(grep -Eiq '^include-system-site-packages *= *true' "$VENV/pyvenv.cfg" && echo 1 || echo 0)"
+  if [[ "$SEES_SYSTEM" != "$SYSTEM_TORCH" ]]; then
+    die "$VENV was made with HAT_MM_SYSTEM_TORCH=$SEES_SYSTEM, now HAT_MM_SYSTEM_TORCH=$SYSTEM_TORCH: remove it (rm -r $VENV) or choose another HAT_MM_VENV"
+  fi
+else
   log "creating virtual environment in $VENV"
-  "$PYTHON" -m venv "$VENV"
+  if [[ "$SYSTEM_TORCH" == 1 ]]; then
+    "$PYTHON" -m venv --system-site-packages "$VENV"
+  else
+    "$PYTHON" -m venv "$VENV"
+  fi
 fi
 PY="$VENV/bin/python"
-PIP=("$PY" -m pip install --disable-pip-version-check --progress-bar off)
+INDEX=()
+[[ -n "$WHEELHOUSE" ]] && INDEX=(--no-index --find-links "$WHEELHOUSE")
+PIP=("$PY" -m pip install --disable-pip-version-check --progress-bar off "${INDEX[@]}")
+TMP="$(mktemp -d)"
+trap 'rm -rf "$TMP"' EXIT
 
-"${PIP[@]}" -q --upgrade pip "setuptools<81" wheel packaging ninja
-
-# 1. torch + torchvision exactly as pinned.
-TORCH_PIN="$(grep -E '^torch==' "$ROOT/requirements.txt")"
-TV_PIN="$(grep -E '^torchvision==' "$ROOT/requirements.txt")"
-NUMPY_PIN="$(grep -E '^numpy==' "$ROOT/requirements.txt")"
-log "installing $TORCH_PIN $TV_PIN $NUMPY_PIN"
-"${PIP[@]}" -q "$TORCH_PIN" "$TV_PIN" "$NUMPY_PIN"
-TORCH_VER="$("$PY" -c 'import torch; print(torch.__version__)')"
-
-# 2. mmcv 2.1.0 with ops, built against this torch, wheel cached by torch version.
-MMCV_PIN="$(grep -E '^mmcv==' "$ROOT/requirements.txt")"
-WHEELS="$CACHE/wheels/torch-$TORCH_VER"
-mkdir -p "$WHEELS"
-if ! "$PY" -c 'import mmcv, mmcv.ops' >/dev/null 2>&1; then
-  if ! ls "$WHEELS"/mmcv-*.whl >/dev/null 2>&1; then
-    log "building $MMCV_PIN with ops against torch $TORCH_VER (about 9 minutes on 2 cores) ..."
-    "${PIP[@]}" -q addict yapf mmengine==0.10.7
-    TMPW="$(mktemp -d)"
-    MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" FORCE_CUDA=0 \
-      "$PY" -m pip wheel --disable-pip-version-check --no-cache-dir --no-build-isolation --no-deps \
-      "$MMCV_PIN" -w "$TMPW"
-    mv "$TMPW"/mmcv-*.whl "$WHEELS"/
-    rm -rf "$TMPW"
-  else
-    log "reusing cached mmcv wheel from $WHEELS"
-  fi
-  "${PIP[@]}" -q --no-deps "$WHEELS"/mmcv-*.whl
+"${PIP[@]}" -q --upgrade pip "setuptools>=64,<81" wheel packaging ninja
+if [[ -n "$WHEELHOUSE" && "$SYSTEM_TORCH" != 1 && -z "$("$PY" "$VARIANT_PY" find-wheel "$WHEELHOUSE" --name torch)" ]]; then
+  die "$WHEELHOUSE has no torch wheel for $("$PY" -c 'import sys; print("Python %d.%d" % sys.version_info[:2])'): make it with tools/make_wheelhouse.sh DIR --python X.Y for the Python that runs set-up (PYTHON=...)"
 fi
 
-# 3. Everything else, then the project itself (editable).
+# 1. torch + torchvision: as pinned, or as found (HAT_MM_SYSTEM_TORCH=1), then pinned for pip.
+CONSTRAINTS="$TMP/constraints.txt"
+if [[ "$SYSTEM_TORCH" == 1 ]]; then
+  grep -E '^[A-Za-z0-9_.-]+==' "$ROOT/requirements.txt" | grep -Ev '^(torch|torchvision)==' > "$CONSTRAINTS"
+  "$PY" -c 'from importlib.metadata import version as v; print(f"torch=={v(\"torch\")}\ntorchvision=={v(\"torchvision\")}")' >> "$CONSTRAINTS"
+  log "using the torch found: $(grep -E '^torch(vision)?==' "$CONSTRAINTS" | tr '\n' ' ')"
+else
+  grep -E '^[A-Za-z0-9_.-]+==' "$ROOT/requirements.txt" > "$CONSTRAINTS"
+  log "installing $(grep -E '^(torch|torchvision|numpy)==' "$CONSTRAINTS" | tr '\n' ' ')"
+  "${PIP[@]}" -q -c "$CONSTRAINTS" torch torchvision numpy
+fi
+read -r TORCH_VER TORCH_CUDA TORCH_SITE < <("$PY" "$VARIANT_PY" torch $([[ "$SYSTEM_TORCH" == 1 ]] && echo --system)) \
+  || die "torch check failed (above)"
+
+# 2. Which mmcv build, and the CUDA toolkit for a CUDA-ops build.
+if [[ "$MMCV_CUDA" == 1 ]]; then
+  [[ "$TORCH_CUDA" != none ]] || die "HAT_MM_MMCV_CUDA=1 but torch $TORCH_VER has no CUDA (a CPU-only build): use a CUDA build of torch, or unset HAT_MM_MMCV_CUDA"
+  ARCH="$("$PY" "$VARIANT_PY" arch-list)" || exit 1
+  CUDA_HOME_FOUND=""
+  [[ "$TOOLKIT" != pip ]] && { CUDA_HOME_FOUND="$("$PY" "$VARIANT_PY" system-cuda-home)" || exit 1; }
+  if [[ -z "$CUDA_HOME_FOUND" ]]; then
+    [[ "$TOOLKIT" == system ]] && die "HAT_MM_CUDA_TOOLKIT=system but no CUDA toolkit found (CUDA_HOME, nvcc on PATH, /usr/local/cuda)"
+    TOOLKIT_REQ="$("$PY" "$VARIANT_PY" toolkit-requirement)" || exit 1
+    log "no system CUDA toolkit used: installing the package index's $TOOLKIT_REQ into the environment"
+    "${PIP[@]}" -q -c "$CONSTRAINTS" "$TOOLKIT_REQ"
+    CUDA_HOME_FOUND="$("$PY" "$VARIANT_PY" pip-cuda-home)" || exit 1
+  fi
+  CUDA_VER="$("$PY" "$VARIANT_PY" check-toolkit "$CUDA_HOME_FOUND")" || exit 1
+  log "CUDA ops: CUDA_HOME=$CUDA_HOME_FOUND (CUDA $CUDA_VER), TORCH_CUDA_ARCH_LIST=$ARCH"
+  KEY="$("$PY" "$VARIANT_PY" key --cuda-version "$CUDA_VER" --arch-list "$ARCH")" || exit 1
+else
+  KEY="$("$PY" "$VARIANT_PY" key)" || exit 1
+fi
+WHEELS="$CACHE/wheels/$KEY"
+MMCV_VER="$(grep -E '^mmcv==' "$ROOT/requirements.txt" | cut -d= -f3)"
+
+build_mmcv() {
+  log "building mmcv $MMCV_VER ($KEY) against torch $TORCH_VER (CPU ops: about 9 minutes on 2 cores; CUDA ops: about 70 core-minutes per architecture) ..."
+  "${PIP[@]}" -q -c "$CONSTRAINTS" addict yapf mmengine  # so the wheel's metadata is as before
+  local env=(MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}")
+  if [[ "$MMCV_CUDA" == 1 ]]; then
+    env+=(FORCE_CUDA=1 CUDA_HOME="$CUDA_HOME_FOUND" TORCH_CUDA_ARCH_LIST="$ARCH" PATH="$CUDA_HOME_FOUND/bin:$PATH")
+  else
+    # mmcv's setup.py takes its CUDA branch whenever torch sees a GPU, whatever FORCE_CUDA says.
+    env+=(FORCE_CUDA=0 CUDA_VISIBLE_DEVICES=)
+  fi
+  env "${env[@]}" "$PY" -m pip wheel --disable-pip-version-check --no-cache-dir --no-build-isolation \
+    --no-deps --no-binary mmcv "${INDEX[@]}" "mmcv==$MMCV_VER" -w "$TMP/build"
+  local built
+  built="$(ls "$TMP"/build/mmcv-*.whl)"
+  mkdir -p "$WHEELS"
+  cp "$built" "$WHEELS/.$(basename "$built").part"
+  mv "$WHEELS/.$(basename "$built").part" "$WHEELS/$(basename "$built")"
+}
+
+# 3. mmcv: the wheel of this variant, from the cache or built; reinstalled when the variant changes.
+if [[ "$(cat "$MARKER" 2>/dev/null)" != "$KEY" ]] || ! "$PY" -c 'import mmcv.ops' >/dev/null 2>&1; then
+  WHEEL="$("$PY" "$VARIANT_PY" find-wheel "$WHEELS" --version "$MMCV_VER")"
+  if [[ -z "$WHEEL" && "$MMCV_CUDA" == 0 ]]; then  # cache of older set-ups: torch version only
+    WHEEL="$("$PY" "$VARIANT_PY" migrate-legacy "$CACHE/wheels/torch-$TORCH_VER" "$WHEELS" --version "$MMCV_VER")"
+  fi
+  if [[ -z "$WHEEL" ]]; then
+    build_mmcv
+    WHEEL="$("$PY" "$VARIANT_PY" find-wheel "$WHEELS" --version "$MMCV_VER")"
+  else
+    log "reusing cached mmcv wheel $WHEEL"
+  fi
+  [[ -n "$WHEEL" ]] || die "no mmcv wheel for this Python in $WHEELS after the build"
+  "${PIP[@]}" -q --no-deps --force-reinstall "$WHEEL"
+  echo "$KEY" > "$MARKER"
+fi
+
+# 4. Everything else, then the project itself (editable).
 log "installing the rest of requirements.txt and hat_mm (editable)"
-"${PIP[@]}" -q -r "$ROOT/requirements.txt" --find-links "$WHEELS"
+grep -Ev '^(mmcv|torch|torchvision)==' "$ROOT/requirements.txt" > "$TMP/requirements.txt"
+"${PIP[@]}" -q -r "$TMP/requirements.txt" -c "$CONSTRAINTS"
 "${PIP[@]}" -q --no-deps -e "$ROOT"
+if [[ "$SYSTEM_TORCH" == 1 ]] && compgen -G "$VENV/lib/python*/site-packages/torch" >/dev/null; then
+  die "a torch was installed into $VENV although HAT_MM_SYSTEM_TORCH=1 (a bug: please report it)"
+fi
+
+# 5. The detection ops on this machine's device (CUDA when there is one), against CPU.
 "$PY" -c 'import hat_mm, mmcv.ops, mmpretrain, mmdet, mmseg; print("[setup_env] ok: hat_mm", hat_mm.__version__)' >&2
-echo "$REQ_HASH" > "$STAMP"
+"$PY" "$ROOT/tools/check_env.py" >&2 || die "the detection ops failed on this machine (table and fix above)"
+echo "$REQUEST torch=$(torch_dist)" > "$STAMP"
