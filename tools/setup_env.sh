@@ -91,7 +91,10 @@ fi
 CONSTRAINTS="$TMP/constraints.txt"
 if [[ "$SYSTEM_TORCH" == 1 ]]; then
   grep -E '^[A-Za-z0-9_.-]+==' "$ROOT/requirements.txt" | grep -Ev '^(torch|torchvision)==' > "$CONSTRAINTS"
-  "$PY" -c 'from importlib.metadata import version as v; print(f"torch=={v(\"torch\")}\ntorchvision=={v(\"torchvision\")}")' >> "$CONSTRAINTS"
+  "$PY" - >> "$CONSTRAINTS" <<'PYEOF'
+from importlib.metadata import version
+print(f"torch=={version('torch')}\ntorchvision=={version('torchvision')}")
+PYEOF
   log "using the torch found: $(grep -E '^torch(vision)?==' "$CONSTRAINTS" | tr '\n' ' ')"
 else
   grep -E '^[A-Za-z0-9_.-]+==' "$ROOT/requirements.txt" > "$CONSTRAINTS"

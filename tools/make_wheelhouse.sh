@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Gather everything tools/setup_env.sh installs into one folder, for machines with no internet:
+#
+#   bash tools/make_wheelhouse.sh DIR [--python X.Y] [--platform TAG]... [--cuda-toolkit]
+#   # carry DIR and the repository over, then there:
+#   HAT_MM_WHEELHOUSE=DIR bash tools/setup_env.sh
+#
+# DIR gets wheels of requirements.txt and their dependencies for CPython X.Y (default: this
+# python3's) on the platform tags given (default: manylinux x86_64 for glibc 2.28 and older,
+# the tags of torch's and its dependencies' wheels), the build tools (pip, setuptools,
+# wheel, packaging, ninja; also hat-mm's own build requirements), and mmcv's source
+# distribution, which setup_env.sh builds there. --cuda-toolkit adds the package index's
+# CUDA toolkit matching torch (nvcc, cccl, crt, nvvm) for HAT_MM_MMCV_CUDA=1 on machines
+# without one. Runs where the package index is reachable; any Python 3 runs it.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+usage() { sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+die() { echo "[make_wheelhouse] ERROR: $*" >&2; exit 1; }
+log() { echo "[make_wheelhouse] $*" >&2; }
+
+DIR=""; PYVER=""; PLATFORMS=(); CUDA_TOOLKIT=0
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --python) PYVER="${2:?--python needs X.Y}"; shift 2 ;;
+    --platform) PLATFORMS+=("${2:?--platform needs a tag}"); shift 2 ;;
+    --cuda-toolkit) CUDA_TOOLKIT=1; shift ;;
+    -h|--help) usage ;;
+    -*) die "unknown option $1 (see --help)" ;;
+    *) [[ -z "$DIR" ]] || die "one DIR only (got $DIR and $1)"; DIR="$1"; shift ;;
+  esac
+done
+[[ -n "$DIR" ]] || usage
+HOST_PY="${PYTHON:-python3}"
+[[ -n "$PYVER" ]] || PYVER="$("$HOST_PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+[[ "$PYVER" =~ ^3\.[0-9]+$ ]] || die "--python $PYVER: give the version as X.Y, e.g. 3.12"
+if [[ ${#PLATFORMS[@]} -eq 0 ]]; then
+  # pip does not widen a manylinux tag to the older ones: list them all.
+  for minor in $(seq 28 -1 17); do PLATFORMS+=("manylinux_2_${minor}_x86_64"); done
+  PLATFORMS+=(manylinux2014_x86_64 manylinux_2_12_x86_64 manylinux2010_x86_64 manylinux_2_5_x86_64 manylinux1_x86_64)
+fi
+mkdir -p "$DIR"
+DIR="$(cd "$DIR" && pwd)"
+START=$SECONDS
+
+TARGET=(--python-version "$PYVER" --implementation cp --only-binary=:all:)
+for p in "${PLATFORMS[@]}"; do TARGET+=(--platform "$p"); done
+PIPDL=("$HOST_PY" -m pip download --disable-pip-version-check --progress-bar off -d "$DIR")
+TMP="$(mktemp -d)"
+trap 'rm -rf "$TMP"' EXIT
+
+# 1. Wheels: requirements.txt (mmcv has none: its sources come next), the build tools, and
+#    hat-mm's own build requirements, resolved together for the target Python and platform.
+grep -Ev '^mmcv==' "$ROOT/requirements.txt" > "$TMP/requirements.txt"
+"$HOST_PY" - "$ROOT/pyproject.toml" >> "$TMP/requirements.txt" <<'PYEOF'
+import re, sys
+text = open(sys.argv[1]).read()
+block = re.search(r'^\[build-system\].*?^requires\s*=\s*\[(.*?)\]', text, re.S | re.M)
+for req in re.findall(r'"([^"]+)"', block.group(1) if block else ''):
+    print(req)
+PYEOF
+printf '%s\n' pip "setuptools>=64,<81" wheel packaging ninja addict yapf >> "$TMP/requirements.txt"
+log "downloading wheels for CPython $PYVER (${PLATFORMS[0]} and older) into $DIR ..."
+"${PIPDL[@]}" "${TARGET[@]}" -r "$TMP/requirements.txt"
+
+# 2. mmcv's source distribution. pip reads its metadata by running setup.py, which needs
+#    setuptools < 81 (pkg_resources) and must not see a torch: a bare helper environment.
+MMCV_PIN="$(grep -E '^mmcv==' "$ROOT/requirements.txt")"
+log "downloading the source distribution of $MMCV_PIN ..."
+"$HOST_PY" -m venv "$TMP/sdist-env"
+"$TMP/sdist-env/bin/python" -m pip install -q --disable-pip-version-check --no-index \
+  --find-links "$DIR" "setuptools>=64,<81" wheel
+"$TMP/sdist-env/bin/python" -m pip download --disable-pip-version-check --progress-bar off \
+  -d "$DIR" --no-deps --no-binary :all: --no-build-isolation "$MMCV_PIN"
+
+# 3. Optionally the CUDA toolkit of torch's CUDA version (from the torch wheel's metadata).
+if [[ "$CUDA_TOOLKIT" == 1 ]]; then
+  TORCH_WHEEL="$(ls "$DIR"/torch-*.whl | head -1)"
+  TOOLKIT_REQ="$("$HOST_PY" "$ROOT/tools/mmcv_variant.py" toolkit-requirement --torch-wheel "$TORCH_WHEEL")"
+  log "downloading $TOOLKIT_REQ ..."
+  "${PIPDL[@]}" "${TARGET[@]}" "$TOOLKIT_REQ"
+fi
+
+log "done in $((SECONDS - START)) s: $(ls "$DIR" | wc -l) files, $(du -sh "$DIR" | cut -f1) in $DIR"
+log "install with: HAT_MM_WHEELHOUSE=$DIR PYTHON=<python$PYVER> bash tools/setup_env.sh"
