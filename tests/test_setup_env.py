@@ -230,6 +230,9 @@ class FakeEnv:
         return r
 
     def pip_lines(self, word):
+        """The pip calls with ``word`` among their arguments ('wheel': the builds)."""
+        if word == 'wheel':
+            return [line for line in self.pip if ' :: wheel ' in line]
         return [line for line in self.pip if word in line.split(' :: ', 1)[-1].split()]
 
     @property
@@ -359,10 +362,12 @@ def test_wheelhouse_install_needs_no_index(tmp_path):
     r = subprocess.run(pip + ['hat-mm', 'hatmm-offline-a'], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     r = subprocess.run([str(venv / 'bin' / 'python'), '-c',
-                        'import importlib.metadata as m, importlib.util as u;'
+                        'import importlib.metadata as m, importlib.util as u, os;'
                         'print(m.version("hat-mm"), m.version("hatmm-offline-b"),'
-                        ' u.find_spec("hat_mm.hat_update") is not None)'],
-                       capture_output=True, text=True, env=env)
-    assert r.stdout.split() == [dist_version('hat-mm'), '1.0', 'True'], r.stderr
+                        ' os.path.dirname(u.find_spec("hat_mm").origin))'],
+                       capture_output=True, text=True, env=env, cwd=str(tmp_path))
+    hat_ver, b_ver, pkg = r.stdout.split()
+    assert (hat_ver, b_ver) == (dist_version('hat-mm'), '1.0'), r.stderr
+    assert pkg.startswith(str(venv)) and osp.exists(osp.join(pkg, 'hat_update.py'))
     r = subprocess.run(pip + ['hatmm-offline-c'], capture_output=True, text=True, env=env)
     assert r.returncode != 0 and 'No matching distribution' in r.stderr
