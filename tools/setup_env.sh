@@ -114,7 +114,8 @@ if [[ "$MMCV_CUDA" == 1 ]]; then
     [[ "$TOOLKIT" == system ]] && die "HAT_MM_CUDA_TOOLKIT=system but no CUDA toolkit found (CUDA_HOME, nvcc on PATH, /usr/local/cuda)"
     TOOLKIT_REQ="$("$PY" "$VARIANT_PY" toolkit-requirement)" || exit 1
     log "no system CUDA toolkit used: installing the package index's $TOOLKIT_REQ into the environment"
-    "${PIP[@]}" -q -c "$CONSTRAINTS" "$TOOLKIT_REQ"
+    "${PIP[@]}" -q -c "$CONSTRAINTS" "$TOOLKIT_REQ" \
+      || die "could not install $TOOLKIT_REQ${WHEELHOUSE:+ (make the wheelhouse with --cuda-toolkit)}, or set CUDA_HOME to a CUDA $TORCH_CUDA toolkit"
     CUDA_HOME_FOUND="$("$PY" "$VARIANT_PY" pip-cuda-home)" || exit 1
   fi
   CUDA_VER="$("$PY" "$VARIANT_PY" check-toolkit "$CUDA_HOME_FOUND")" || exit 1
