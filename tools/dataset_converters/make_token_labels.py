@@ -62,7 +62,7 @@ def make_token_labels(teacher_config: str, checkpoint: str, out_dir: str,
     import hat_mm  # noqa: F401
     import hat_mm.datasets  # noqa: F401
     import hat_mm.models.volo  # noqa: F401
-    from hat_mm.datasets.token_label import token_label_path
+    from hat_mm.datasets import token_label_path
     from hat_mm.models.token_labeling import dense_logits
     from hat_mm.utils import load_weights_strict
 
