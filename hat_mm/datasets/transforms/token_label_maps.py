@@ -12,7 +12,7 @@ as is.
 The maps are not warped per sample. The pipeline records where the training crop lies in the
 image (``token_label_box``, normalised ``(x0, y0, x1, y1)``) and whether it was flipped
 (mmcv's ``RandomFlip`` sets ``flip`` / ``flip_direction``); the data preprocessor
-(:class:`hat_mm.models.token_labeling.TokenLabelDataPreprocessor`) then cuts the dense
+(:class:`hat_mm.models.TokenLabelDataPreprocessor`) then cuts the dense
 targets out of the map with ``roi_align`` on the batch, as ``tlt`` does. Supported spatial
 transforms: :class:`TokenLabelRandomResizedCrop` (once) and ``RandomFlip`` (horizontal,
 vertical or diagonal) after it. Photometric transforms (colour RandAugment policies,
