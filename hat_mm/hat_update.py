@@ -1,4 +1,4 @@
-"""The HAT update, in one place (SPEC section 1; Bai et al., ECCV 2022).
+"""The HAT update, in one place (Bai et al., ECCV 2022; the contract: docs/hat_update.md).
 
 One training iteration in the adversarial phase, on a batch ``x`` (already normalised and
 mixed by the data preprocessor) with targets ``y``:

@@ -1,4 +1,4 @@
-"""COCO transfer configs (SPEC section 3): Cascade Mask R-CNN with a HAT-pretrained Swin.
+"""COCO transfer configs (the paper's COCO rows): Cascade Mask R-CNN with a HAT-pretrained Swin.
 
 - every config loads, builds with mmdet's registries, has the paper's parameter count and the
   official recipe (GIoU 4conv1fc heads, AdamW, 3x schedule, the two augmentation policies);
@@ -25,8 +25,8 @@ from mmengine.registry import DefaultScope
 from .runner_utils import ROOT, run_tool
 
 ARCHS = ('t', 's', 'b')
-# SPEC section 3 table: parameters of the whole detector (millions).
-SPEC_PARAMS_M = dict(t=86, s=107, b=145)
+# the paper's COCO table: parameters of the whole detector (millions).
+PAPER_PARAMS_M = dict(t=86, s=107, b=145)
 EMBED_DIMS = dict(t=96, s=96, b=128)
 DROP_PATH = dict(t=0.2, s=0.2, b=0.3)
 SWIN_ARCH = dict(t='tiny', s='small', b='base')
@@ -225,7 +225,7 @@ def test_config_builds_with_spec_params_and_recipe(arch):
     model = build_detector(cfg)
     assert type(model.backbone).__module__.startswith('mmpretrain.')
     n = sum(p.numel() for p in model.parameters())
-    assert abs(n - SPEC_PARAMS_M[arch] * 1e6) < 1e6, f'{n / 1e6:.2f}M parameters'
+    assert abs(n - PAPER_PARAMS_M[arch] * 1e6) < 1e6, f'{n / 1e6:.2f}M parameters'
     convs = model.roi_head.bbox_head[0]
     assert len(convs.shared_convs) == 4 and len(convs.shared_fcs) == 1
 

@@ -1,4 +1,4 @@
-"""DeiT-B distilled + HAT (SPEC section 1, distillation variant): the config, the release
+"""DeiT-B distilled + HAT (docs/hat_update.md, distillation variant): the config, the release
 checkpoint, the frozen teacher, and the HAT update against a plain-PyTorch reference."""
 import argparse
 import copy
@@ -138,7 +138,7 @@ def _demo_batch(cfg, n=8, seed=0):
 
 
 def reference_hat_kd(student, teacher, x, target, kind, K, alpha=0.5, tau=1.0, C=10):
-    """SPEC section 1 with DeiT's distillation loss as CE_k, the teacher fed x + delta_k."""
+    """docs/hat_update.md with DeiT's distillation loss as CE_k, the teacher fed x + delta_k."""
     params = [p for p in student.parameters() if p.requires_grad]
     y = target * 0.9 + 0.1 / C  # LabelSmoothLoss(0.1, 'original') on the mixup targets
 

@@ -1,4 +1,4 @@
-"""ADE20K / UperNet transfer of HAT-pretrained Swin backbones (SPEC section 3).
+"""ADE20K / UperNet transfer of HAT-pretrained Swin backbones (the paper's ADE20K rows).
 
 The three configs inherit mmseg's port of the official Swin segmentation configs and swap in
 mmpretrain's SwinTransformer (the implementation pretraining trains). Checked here: the
@@ -27,7 +27,7 @@ from tools.dataset_converters.make_tiny_ade20k import class_color, make_tiny_ade
 
 from .runner_utils import ROOT, run_tool
 
-# SPEC section 3: params (M); embed dims C; mmpretrain arch
+# the paper's ADE20K table: params (M); embed dims C; mmpretrain arch
 PAPER = {'t': (60, 96, 'tiny'), 's': (81, 96, 'small'), 'b': (121, 128, 'base')}
 OUTPUT_NORMS = ['norm0.', 'norm1.', 'norm2.']  # stage 0-2 output norms, new in dense tasks
 TTA_RATIOS = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
@@ -217,7 +217,7 @@ def test_config_settings_and_params(size):
     from mmpretrain.models import SwinTransformer
     assert type(model.backbone) is SwinTransformer
     n = sum(p.numel() for p in model.parameters()) / 1e6
-    assert abs(n - params_m) <= 1.0, f'Swin-{size.upper()}: {n:.2f}M params, SPEC {params_m}M'
+    assert abs(n - params_m) <= 1.0, f'Swin-{size.upper()}: {n:.2f}M params, paper {params_m}M'
 
     # the no-decay keys hit mmpretrain's parameter names
     from mmengine.optim import build_optim_wrapper

@@ -331,7 +331,7 @@ def ref_volo_forward(volo, x, box):
 
 
 def reference_hat_volo(model, x, gt, cls_t, tok_t, box, K):
-    """SPEC section 1 with the token-labeling loss (tlt TokenLabelCrossEntropy, dense weight
+    """docs/hat_update.md with the token-labeling loss (tlt TokenLabelCrossEntropy, dense weight
     0.5) as CE_k; returns (param grads, deltas used)."""
     volo = model.model
     params = [p for p in model.parameters() if p.requires_grad]
