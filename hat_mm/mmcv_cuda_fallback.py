@@ -34,9 +34,10 @@ kernels on CPU tensors):
 - RoIAlign, ``pool_mode='avg'``: the same algorithm (Detectron's) in both libraries; forward
   and backward agree bit for bit in float32 and float64, ``aligned`` True or False, any
   ``sampling_ratio``, boxes partly or wholly outside the map, empty or sub-pixel boxes, no
-  boxes. The scale is rounded to float32 first, as mmcv's binding does. float16/bfloat16 inputs are computed in float32 and cast back (as
-  torchvision's autocast does; mmcv's CUDA kernel computes in float16). ``pool_mode='max'``
-  has no torchvision kernel: refused on CUDA with the fix.
+  boxes. The scale is rounded to float32 first, as mmcv's binding does. float16/bfloat16
+  inputs are computed in float32 and cast back (as torchvision's autocast does; mmcv's CUDA
+  kernel computes in float16). ``pool_mode='max'`` has no torchvision kernel: refused on CUDA
+  with the fix.
 - nms: the greedy algorithm and the IoU test ``inter / union > thr`` of mmcv's CPU kernel (its
   CUDA kernel tests ``inter > thr * union``, which can decide an IoU that rounds to the
   threshold the other way), threshold rounded to float32 as mmcv does, boxes in float32 (mmcv's
