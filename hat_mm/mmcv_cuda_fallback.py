@@ -46,7 +46,8 @@ kernels on CPU tensors):
   first (not the lower index, and on CUDA not what the CPU sort gives). The fallback sorts the
   scores on the CPU as mmcv's CPU kernel does and hands torchvision strictly decreasing ranks
   in that order, so its kept indices, and their order, are those of mmcv's CPU kernel, ties
-  included. ``offset=1`` (legacy ``x2 - x1 + 1`` widths) widens the boxes by 1: identical
+  included (the cost: the scores copied to the host once per call; torchvision's CUDA nms
+  copies its N x N/64 overlap mask there anyway). ``offset=1`` (legacy ``x2 - x1 + 1`` widths) widens the boxes by 1: identical
   for integer coordinates, possibly one rounding step apart otherwise.
 """
 import functools
