@@ -47,8 +47,9 @@ kernels on CPU tensors):
   scores on the CPU as mmcv's CPU kernel does and hands torchvision strictly decreasing ranks
   in that order, so its kept indices, and their order, are those of mmcv's CPU kernel, ties
   included (the cost: the scores copied to the host once per call; torchvision's CUDA nms
-  copies its N x N/64 overlap mask there anyway). ``offset=1`` (legacy ``x2 - x1 + 1`` widths) widens the boxes by 1: identical
-  for integer coordinates, possibly one rounding step apart otherwise.
+  copies its N x N/64 overlap mask there anyway). ``offset=1`` (legacy ``x2 - x1 + 1``
+  widths) widens the boxes by 1: identical for integer coordinates, possibly one rounding step
+  apart otherwise.
 """
 import functools
 
