@@ -42,6 +42,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     import hat_mm  # noqa: F401
+    from hat_mm.datasets import check_annotation_files
     from hat_mm.utils import (check_cfg_options, check_checkpoint_file, check_dataset_paths,
                               check_evaluator_files, init_cpu_process_group,
                               load_weights_strict, set_collective_timeout, watch_ranks)
@@ -64,6 +65,7 @@ def main(argv=None):
         cfg.tta_model.module = cfg.model
         cfg.model = cfg.tta_model
     check_dataset_paths(cfg, ['test_dataloader'])
+    check_annotation_files(cfg, ['test_dataloader'])
     check_evaluator_files(cfg, ['test_evaluator'])
     check_checkpoint_file(args.checkpoint)
     cfg.load_from, cfg.resume = None, False  # loaded below, strictly

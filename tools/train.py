@@ -78,6 +78,7 @@ def merge_args(cfg, args):
 def main(argv=None):
     args = parse_args(argv)
     import hat_mm  # noqa: F401  registers HAT parts; allow-lists mmengine checkpoint classes
+    from hat_mm.datasets import check_annotation_files, enable_skip_unreadable_images
     from hat_mm.utils import (check_cfg_options, check_checkpoint_file, check_dataset_paths,
                               check_evaluator_files, check_pretrained_paths,
                               init_cpu_process_group, set_collective_timeout, watch_ranks)
@@ -88,7 +89,10 @@ def main(argv=None):
     timeout = set_collective_timeout(cfg)
     validate = all(cfg.get(k) is not None for k in ('val_cfg', 'val_dataloader',
                                                      'val_evaluator'))  # mmengine's rule
-    check_dataset_paths(cfg, ['train_dataloader'] + (['val_dataloader'] if validate else []))
+    loaders = ['train_dataloader'] + (['val_dataloader'] if validate else [])
+    check_dataset_paths(cfg, loaders)
+    check_annotation_files(cfg, loaders)  # every malformed line and bad label, named
+    enable_skip_unreadable_images(cfg)  # opt-in: skip_unreadable_images=<max batch fraction>
     check_evaluator_files(cfg, ['val_evaluator'] if validate else [])
     if not cfg.get('resume'):
         check_pretrained_paths(cfg)

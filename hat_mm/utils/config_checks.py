@@ -24,15 +24,15 @@ def _layout(dataset_type) -> tuple:
     return LAYOUTS['imagenet']
 
 
-def _datasets(cfg, prefix: str) -> Iterator[Tuple[str, dict]]:
+def dataset_configs(cfg, prefix: str) -> Iterator[Tuple[str, dict]]:
     """Yield ``(config path, dataset cfg)``, looking inside dataset wrappers."""
     if not isinstance(cfg, dict):
         return
     if 'datasets' in cfg:  # ConcatDataset and friends
         for i, sub in enumerate(cfg['datasets']):
-            yield from _datasets(sub, f'{prefix}.datasets.{i}')  # --cfg-options syntax
+            yield from dataset_configs(sub, f'{prefix}.datasets.{i}')  # --cfg-options syntax
     elif 'dataset' in cfg:  # RepeatDataset, ClassBalancedDataset, ...
-        yield from _datasets(cfg['dataset'], f'{prefix}.dataset')
+        yield from dataset_configs(cfg['dataset'], f'{prefix}.dataset')
     else:
         yield prefix, cfg
 
@@ -43,7 +43,7 @@ def check_dataset_paths(cfg, dataloader_keys: Iterable[str]) -> None:
         loader = cfg.get(key)
         if not loader or 'dataset' not in loader:
             continue
-        for where, ds in _datasets(loader['dataset'], f'{key}.dataset'):
+        for where, ds in dataset_configs(loader['dataset'], f'{key}.dataset'):
             root = ds.get('data_root') or ''
             if '://' in str(root):
                 continue  # remote storage: leave it to the file backend
@@ -110,7 +110,7 @@ def check_cfg_options(cfg, options: dict) -> None:
     for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         loader = cfg.get(key)
         if isinstance(loader, dict) and 'dataset' in loader:
-            for where, ds in _datasets(loader['dataset'], f'{key}.dataset'):
+            for where, ds in dataset_configs(loader['dataset'], f'{key}.dataset'):
                 root = ds.get('data_root')
                 moved = new if old is None else _rebase(root or '', str(old), new)
                 if root is not None and moved is not None:
