@@ -14,6 +14,7 @@ keeps a heartbeat of every rank in the job's rendezvous store (the TCP store tha
   stopped without reporting an error: the ones that were killed, crashed, hang or lost their
   node.
 """
+import datetime
 import os
 import socket
 import threading
@@ -58,7 +59,13 @@ class RankWatch:
         self._thread: Optional[threading.Thread] = None
 
     def _clone(self):
-        return self.store.clone() if hasattr(self.store, 'clone') else self.store
+        """A connection of this thread's own, that gives up on a dead store host quickly."""
+        try:
+            store = self.store.clone()
+        except (AttributeError, RuntimeError):  # a store kind without clone(): share it
+            return self.store
+        store.set_timeout(datetime.timedelta(seconds=max(10.0, 4 * self.interval)))
+        return store
 
     def start(self) -> 'RankWatch':
         self.store.set(f'host/{self.rank}', f'host {socket.gethostname()}, pid {os.getpid()}')
@@ -179,7 +186,13 @@ def watch_ranks(timeout: float):
     if store is None or dist.get_world_size() < 2:
         yield None
         return
-    watch = RankWatch(store, dist.get_rank(), dist.get_world_size(), timeout).start()
+    try:
+        watch = RankWatch(store, dist.get_rank(), dist.get_world_size(), timeout).start()
+    except Exception as err:  # noqa: BLE001  the run goes on without names for lost ranks
+        MMLogger.get_current_instance().warning(f'No rank heartbeat ({err}); a lost rank '
+                                                'will not be named.')
+        yield None
+        return
     finished = False
     try:
         yield watch
