@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from unittest import mock
 
 import pytest
 from mmengine.config import Config
@@ -83,9 +84,35 @@ def test_lost_rank_ends_the_job_and_is_named(digits_root, tmp_path, sig):
     text = ''.join(out0)
     assert rc != 0, text[-4000:]
     assert 'LostRankError' in text and 'Lost rank 1 (host ' in text, text[-4000:]
-    if sig == 'SIGSTOP':  # the timeout fired (10 s) and the heartbeat named the rank early
+    if sig == 'SIGSTOP':  # the collective timeout (10 s) ended it
         assert 'Timed out' in text, text[-4000:]
-        assert 'rank 1 (host' in text and 'has sent no heartbeat' in text
+
+
+def test_heartbeat_tells_lost_from_failed_and_alive_ranks():
+    """Four ranks in one store: 0 watches 1 (which never beats), 2 beats, 3 reported a
+    failed collective."""
+    import torch.distributed as dist
+
+    from hat_mm.utils.rank_watch import RankWatch
+    server = dist.TCPStore('127.0.0.1', 0, is_master=True, wait_for_workers=False)
+    logger = mock.MagicMock()
+    with mock.patch('hat_mm.utils.rank_watch.MMLogger.get_current_instance',
+                    return_value=logger):
+        watches = [RankWatch(server, r, 4, timeout=2.0) for r in (0, 2, 3)]
+        for watch in watches:
+            watch.start()
+        watches[2].store.set('failed/3', '1')
+        watches[2].stop(finished=False)  # rank 3 exits after its report
+        time.sleep(2.0)  # > 6 intervals of 0.2 s
+        errors = [c.args[0] for c in logger.error.call_args_list]
+        assert len(errors) == 1 and errors[0].startswith(
+            '[rank 0] rank 1 (host unknown) has sent no heartbeat for'), errors
+        groups = watches[0].roll_call()
+        assert (groups['lost'], groups['failed'], groups['alive']) == ([1], [3], [2])
+        message = watches[0].describe(RuntimeError('gloo: Connection closed by peer'))
+        assert 'Lost rank 1 (host unknown)' in message and 'fail too: 3.' in message
+        for watch in watches[:2]:
+            watch.stop(finished=True)
 
 
 def test_collective_timeout_default_and_check(monkeypatch):
