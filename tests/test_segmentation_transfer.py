@@ -1,4 +1,4 @@
-"""ADE20K / UperNet transfer of HAT-pretrained Swin backbones (SPEC section 3).
+"""ADE20K / UperNet transfer of HAT-pretrained Swin backbones (the paper's ADE20K rows).
 
 The three configs inherit mmseg's port of the official Swin segmentation configs and swap in
 mmpretrain's SwinTransformer (the implementation pretraining trains). Checked here: the
@@ -24,13 +24,13 @@ from PIL import Image
 import hat_mm  # noqa: F401  (registers CheckPretrainedKeysHook and the HAT classifier)
 from hat_mm.engine import apply_hat, compare_with_checkpoint
 from tools.dataset_converters.make_tiny_ade20k import class_color, make_tiny_ade20k
+from tools.tiny_run_options import ADE20K_TTA_RATIOS, ade20k_options, ade20k_tta_options
 
 from .runner_utils import ROOT, run_tool
 
-# SPEC section 3: params (M); embed dims C; mmpretrain arch
+# the paper's ADE20K table: params (M); embed dims C; mmpretrain arch
 PAPER = {'t': (60, 96, 'tiny'), 's': (81, 96, 'small'), 'b': (121, 128, 'base')}
 OUTPUT_NORMS = ['norm0.', 'norm1.', 'norm2.']  # stage 0-2 output norms, new in dense tasks
-TTA_RATIOS = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
 TINY_SIZE = (96, 128)  # (h, w) of the synthetic images
 
 
@@ -55,27 +55,6 @@ def build_segmentor(cfg):
     registry = seg_models()
     with DefaultScope.overwrite_default_scope('mmseg'):
         return registry.build(copy.deepcopy(cfg.model))
-
-
-def tiny_options(data_root, checkpoint=None):
-    """--cfg-options for a 2-iteration CPU run on the tiny data set (64x64 crops)."""
-    opts = []
-    for split in ('train', 'val', 'test'):
-        opts += [f'{split}_dataloader.dataset.data_root={data_root}',
-                 f'{split}_dataloader.num_workers=0',
-                 f'{split}_dataloader.persistent_workers=False']
-    opts += [
-        'train_dataloader.batch_size=2',
-        'train_dataloader.dataset.pipeline.2.scale=(256,64)',  # RandomResize
-        'train_dataloader.dataset.pipeline.3.crop_size=(64,64)',  # RandomCrop
-        'model.data_preprocessor.size=(64,64)',
-        'val_dataloader.dataset.pipeline.1.scale=(256,64)',  # Resize
-        'test_dataloader.dataset.pipeline.1.scale=(256,64)',
-        'train_cfg.max_iters=2', 'train_cfg.val_interval=2', 'default_hooks.logger.interval=1',
-    ]
-    if checkpoint is not None:
-        opts.append(f'model.backbone.init_cfg.checkpoint={checkpoint}')
-    return opts
 
 
 @pytest.fixture(scope='session')
@@ -163,7 +142,7 @@ def test_tiny_ade20k_layout_labels_and_determinism(tiny_ade, tmp_path):
 def test_config_settings_and_params(size):
     params_m, c, arch = PAPER[size]
     cfg = Config.fromfile(config_path(size))
-    assert cfg.custom_imports.imports == ['hat_mm', 'mmpretrain.models']
+    assert cfg.custom_imports.imports == ['hat_mm']
     assert cfg.default_scope == 'mmseg'
     # backbone: mmpretrain's SwinTransformer, pretrained from the HAT run
     bb = cfg.model.backbone
@@ -174,6 +153,7 @@ def test_config_settings_and_params(size):
     assert bb.init_cfg == dict(type='Pretrained', checkpoint=cfg.pretrained, prefix='backbone.')
     assert [h.type for h in cfg.custom_hooks] == ['CheckPretrainedKeysHook']
     assert cfg.custom_hooks[0].allow_missing == OUTPUT_NORMS
+    assert cfg.custom_hooks[0].reinit == ['norm3']  # official: every output norm is new
     # heads
     assert cfg.model.decode_head.type == 'UPerHead'
     assert cfg.model.decode_head.in_channels == [c, 2 * c, 4 * c, 8 * c]
@@ -184,7 +164,7 @@ def test_config_settings_and_params(size):
     # data: 512x512 crops, 2 images per GPU (x 8 GPUs = 16), whole-image test at 2048x512
     assert cfg.crop_size == (512, 512) and cfg.model.data_preprocessor.size == (512, 512)
     train_types = [t.type for t in cfg.train_dataloader.dataset.pipeline]
-    assert train_types[2:4] == ['RandomResize', 'RandomCrop']  # indices used by tiny_options
+    assert train_types[2:4] == ['RandomResize', 'RandomCrop']  # indices used by ade20k_options
     assert cfg.train_dataloader.dataset.pipeline[3].crop_size == (512, 512)
     assert cfg.train_dataloader.dataset.pipeline[2].scale == (2048, 512)
     assert cfg.train_dataloader.batch_size == 2
@@ -207,7 +187,7 @@ def test_config_settings_and_params(size):
     tta = cfg.tta_pipeline[1]
     assert tta.type == 'TestTimeAug'
     assert [t.scale for t in tta.transforms[0]] == [(int(2048 * r), int(512 * r))
-                                                    for r in TTA_RATIOS]
+                                                    for r in ADE20K_TTA_RATIOS]
     assert all(t.keep_ratio for t in tta.transforms[0])
     assert [(t.type, t.prob) for t in tta.transforms[1]] == [('RandomFlip', 0.0),
                                                              ('RandomFlip', 1.0)]
@@ -216,7 +196,7 @@ def test_config_settings_and_params(size):
     from mmpretrain.models import SwinTransformer
     assert type(model.backbone) is SwinTransformer
     n = sum(p.numel() for p in model.parameters()) / 1e6
-    assert abs(n - params_m) <= 1.0, f'Swin-{size.upper()}: {n:.2f}M params, SPEC {params_m}M'
+    assert abs(n - params_m) <= 1.0, f'Swin-{size.upper()}: {n:.2f}M params, paper {params_m}M'
 
     # the no-decay keys hit mmpretrain's parameter names
     from mmengine.optim import build_optim_wrapper
@@ -283,13 +263,42 @@ def test_hat_pretraining_checkpoint_fills_backbone(size, hat_checkpoint):
         assert other['missing'] if size == 's' else other['shape']
 
 
+def test_output_norm3_is_built_fresh_not_loaded(hat_checkpoint):
+    """The official Swin segmentation/detection backbone adds a new norm per output stage and
+    never loads the classifier's final norm: the config's hook resets norm3 after loading."""
+    from mmengine.logging import MMLogger
+    from mmengine.registry import HOOKS
+    ckpt_path = hat_checkpoint('t')
+    pretrained = torch.load(ckpt_path, map_location='cpu')['state_dict']
+    cfg = Config.fromfile(config_path('t'))
+    cfg.model.backbone.init_cfg.checkpoint = ckpt_path
+    model = build_segmentor(cfg)
+    model.init_weights()  # mmengine's Pretrained init loads norm3 from the checkpoint ...
+    assert torch.equal(model.backbone.norm3.weight, pretrained['backbone.norm3.weight'])
+    hook = HOOKS.build(copy.deepcopy(cfg.custom_hooks[0]))
+
+    class Runner:  # what the hook reads of mmengine's runner
+        _resume, _load_from = False, None
+        logger = MMLogger.get_current_instance()
+
+    Runner.model = model
+    hook.before_train(Runner())  # ... and the hook builds it fresh before training
+    fresh = torch.nn.LayerNorm(768)
+    assert torch.equal(model.backbone.norm3.weight, fresh.weight)
+    assert torch.equal(model.backbone.norm3.bias, fresh.bias)
+    assert not torch.equal(pretrained['backbone.norm3.weight'], fresh.weight)
+    for k, v in model.backbone.state_dict().items():  # everything else stays loaded
+        if not k.startswith(('norm0.', 'norm1.', 'norm2.', 'norm3.')):
+            assert torch.equal(v, pretrained['backbone.' + k]), k
+
+
 def test_swin_t_train_and_test_on_tiny_ade20k(tiny_ade, hat_checkpoint, tmp_path,
                                                monkeypatch):
     config = config_path('t')
     ckpt_path = hat_checkpoint('t')
     work = tmp_path / 'work'
     res = run_tool([sys.executable, 'tools/train.py', config, '--work-dir', str(work),
-                    '--cfg-options', *tiny_options(tiny_ade, ckpt_path)], timeout=900)
+                    '--cfg-options', *ade20k_options(tiny_ade, ckpt_path)], timeout=900)
     out = res.stdout
     assert res.returncode == 0, out[-4000:]
     assert 'model.backbone: every weight matches the pretrained checkpoint' in out
@@ -310,14 +319,14 @@ def test_swin_t_train_and_test_on_tiny_ade20k(tiny_ade, hat_checkpoint, tmp_path
     metrics_file = tmp_path / 'ss.json'
     res = run_tool([sys.executable, 'tools/test.py', config, str(trained), '--work-dir',
                     str(tmp_path / 'test_ss'), '--out', str(metrics_file), '--cfg-options',
-                    *tiny_options(tiny_ade)], timeout=600)
+                    *ade20k_options(tiny_ade)], timeout=600)
     assert res.returncode == 0, res.stdout[-4000:]
     metrics = json.loads(metrics_file.read_text())
     assert math.isfinite(metrics['mIoU']) and 0.0 <= metrics['mIoU'] <= 100.0
     assert 'Test results of' in res.stdout and 'mIoU:' in res.stdout
 
     # multi-scale + flip: tools/test.py --tta (tta_model + tta_pipeline of the config), the
-    # six scales shrunk as tiny_options shrinks the single one (2048x512 -> 256x64)
+    # six scales shrunk as ade20k_options shrinks the single one (2048x512 -> 256x64)
     from mmseg.models import SegTTAModel
     from tools.test import main as test_main
     views, shapes = [], set()
@@ -333,12 +342,10 @@ def test_swin_t_train_and_test_on_tiny_ade20k(tiny_ade, hat_checkpoint, tmp_path
     # to this test (later tests build mmpretrain models without a scope)
     monkeypatch.setattr(DefaultScope, '_instance_dict',
                         OrderedDict(DefaultScope._instance_dict))
-    ms_options = [f'tta_pipeline.1.transforms.0.{i}.scale=({int(256 * r)},{int(64 * r)})'
-                  for i, r in enumerate(TTA_RATIOS)]
     metrics_file = tmp_path / 'ms.json'
     metrics = test_main([config, str(trained), '--tta', '--work-dir', str(tmp_path / 'test_ms'),
-                         '--out', str(metrics_file), '--cfg-options', *tiny_options(tiny_ade),
-                         *ms_options])
+                         '--out', str(metrics_file), '--cfg-options', *ade20k_options(tiny_ade),
+                         *ade20k_tta_options()])
     assert views == [12, 12]  # 2 images x 6 scales x 2 flips
     # short side 64 * ratio (the 96x128 images fit 256x64 * ratio), with and without flip
     assert sorted({shape[0] for shape, _ in shapes}) == [32, 48, 64, 80, 96, 112]

@@ -264,7 +264,7 @@ def test_setup_variants_cache_and_stamp(tmp_path):
     assert any(str(cached) in line for line in env.pip_lines('--force-reinstall'))
     assert env.marker == cpu_key and 'mmcv_cuda=0' in env.stamp
     assert f'torch={dist_version("torch")}' in env.stamp
-    assert '| nms |' in r.stderr and 'FAIL' not in r.stderr  # the device check ran
+    assert 'passed: True' in r.stderr  # the device check ran
     assert not any('--no-index' in line for line in env.pip)
 
     r = env.run()  # everything in place: nothing to do

@@ -25,11 +25,12 @@ from .runner_utils import ROOT
 
 DEMO_CONFIG = osp.join(ROOT, 'configs', 'demo', 'hat_vit_digits.py')
 
-# paper params (M), img size, label size, timm model, crop_pct, lr, drop-path, epochs, GT
+# paper params (M), img size, label size, timm model, crop_pct (the official models/volo.py
+# default configs: 0.96 for volo_d1, 1.15 for volo_d5), lr, drop-path, epochs, GT
 VOLO_ROWS = {
     'hat_volo_d1_224': (26.6, 224, 14, 'volo_d1_224', 0.96, 1.6e-3, 0.1, 310, False),
-    'hat_volo_d1_384': (26.6, 384, 24, 'volo_d1_384', 1.0, 8e-6, 0.1, 40, True),
-    'hat_volo_d5_224': (295.5, 224, 14, 'volo_d5_224', 0.96, 8e-4, 0.75, 310, False),
+    'hat_volo_d1_384': (26.6, 384, 24, 'volo_d1_384', 0.96, 8e-6, 0.1, 40, True),
+    'hat_volo_d5_224': (295.5, 224, 14, 'volo_d5_224', 1.15, 8e-4, 0.75, 310, False),
     'hat_volo_d5_448': (295.5, 448, 28, 'volo_d5_448', 1.15, 8e-6, 0.75, 40, True),
     'hat_volo_d5_512': (295.5, 512, 32, 'volo_d5_512', 1.15, 8e-6, 0.75, 40, True),
 }
@@ -55,8 +56,9 @@ def test_volo_config(name):
     assert (hat.adv_iters, hat.adv_epochs, hat.adv_kl_weight, hat.adv_ce_weight) == \
         (3, 200, 0.01, 3.0)
     assert cfg.model.model_name == timm_name and cfg.model.drop_path_rate == dp
-    assert cfg.model.token_label == dict(dense_weight=0.5, cls_weight=1.0, ground_truth=gt,
-                                         mix_token=True)
+    assert cfg.model.token_label_loss == dict(type='TokenLabelLoss', dense_weight=0.5,
+                                              cls_weight=1.0, ground_truth=gt)
+    assert cfg.model.mix_token is True
     pre = cfg.model.data_preprocessor
     assert pre.label_size == label_size == img // 16
     assert (pre.mixup_alpha, pre.cutmix_alpha, pre.label_smoothing) == (0.8, 1.0, 0.1)
@@ -68,13 +70,13 @@ def test_volo_config(name):
     assert cfg.train_cfg.max_epochs == epochs
     assert cfg.param_scheduler[1].end == epochs - 10
     pipe = cfg.train_dataloader.dataset.pipeline
-    assert [t['type'] for t in pipe] == [
+    flat = [s for t in pipe for s in (t['transforms'] if t['type'] == 'Compose' else [t])]
+    assert [t['type'] for t in flat] == [
         'LoadImageFromFile', 'LoadTokenLabel', 'TokenLabelRandomResizedCrop', 'RandomFlip',
         'RandAugment', 'RandomErasing', 'PackInputs']
     assert pipe[2]['scale'] == img
-    # evaluation as timm's default_cfg of the model (crop_pct read from timm's source)
-    tcfg = get_pretrained_cfg(timm_name)
-    assert tcfg.crop_pct == crop_pct and tcfg.input_size[-1] == img
+    # evaluation as the official validate.py: the official model's crop_pct
+    assert get_pretrained_cfg(timm_name).input_size[-1] == img
     test = cfg.test_dataloader.dataset.pipeline
     assert test[1]['type'] == 'ResizeEdge' and test[1]['scale'] == math.floor(img / crop_pct)
     assert test[2] == dict(type='PaddedCenterCrop', crop_size=img)
@@ -134,7 +136,7 @@ def test_volo_release_checkpoint_reproduces_timm_logits(tmp_path):
 
 def test_dense_targets_follow_crop_and_flip():
     """roi_align over the crop box, per-token targets row-major, flips applied to the crop."""
-    from hat_mm.models.token_labeling import dense_token_targets, topk_to_dense
+    from hat_mm.models.token_label_targets import dense_token_targets, topk_to_dense
     H = W = 8
     C = 8
     # top-1 class of location (r, c) is its column c, top-2 class its row r (smaller logit)
@@ -329,7 +331,7 @@ def ref_volo_forward(volo, x, box):
 
 
 def reference_hat_volo(model, x, gt, cls_t, tok_t, box, K):
-    """SPEC section 1 with the token-labeling loss (tlt TokenLabelCrossEntropy, dense weight
+    """docs/hat_update.md with the token-labeling loss (tlt TokenLabelCrossEntropy, dense weight
     0.5) as CE_k; returns (param grads, deltas used)."""
     volo = model.model
     params = [p for p in model.parameters() if p.requires_grad]
@@ -348,7 +350,8 @@ def reference_hat_volo(model, x, gt, cls_t, tok_t, box, K):
 
 
 @pytest.mark.parametrize('mixing', ['mixup', 'cutmix'])
-def test_hat_volo_train_step_matches_reference(digits_root, digits_token_labels, mixing):
+def test_hat_volo_train_step_matches_reference(digits_root, digits_token_labels, mixing,
+                                                monkeypatch):
     """Demo data with score maps from the tool -> pipeline -> TokenLabelDataPreprocessor ->
     the HAT step of HATVOLOClassifier, against the reference written out above."""
     from mmpretrain.registry import MODELS
@@ -383,10 +386,10 @@ def test_hat_volo_train_step_matches_reference(digits_root, digits_token_labels,
 
     # the update itself, with the deltas (hat_backward on the preprocessed batch)
     probe = copy.deepcopy(ref)
-    probe._mix_token_step = dict(box=box, grid=(4, 4))
     probe.zero_grad()
     log_vars, deltas = hat_backward(
-        forward=lambda v: probe(v, mode='tensor'), clean_forward=lambda v: probe(v, mode='tensor'),
+        forward=lambda v: probe(v, mode='tensor', mix_token_box=box),
+        clean_forward=lambda v: probe(v, mode='tensor', mix_token_box=box),
         classification_loss=lambda out, v: probe.hat_classification_loss(out, samples, v)['loss'],
         inputs=x, backward=lambda loss, last: loss.backward(), hat=probe.hat, num_iters=K,
         logits_of=probe.hat_kl_logits)
@@ -398,10 +401,15 @@ def test_hat_volo_train_step_matches_reference(digits_root, digits_token_labels,
         torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-6, msg=name)
 
     # the runner's path: preprocessing + MixToken box + K passes + one SGD step
+    import hat_mm.models.volo as volo_mod
+    drawn = []
+    sample = volo_mod.sample_mix_token_box
+    monkeypatch.setattr(volo_mod, 'sample_mix_token_box',
+                        lambda *a: drawn.append(sample(*a)) or drawn[-1])
     optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.5))
     _seeded()
     log_vars = model.train_step(copy.deepcopy(batch), optim)
-    assert model.last_mix_token_box == box
+    assert drawn == [box]
     for (name, p), e in zip(model.named_parameters(), expected):
         torch.testing.assert_close(p.detach(), e, rtol=1e-4, atol=1e-6, msg=name)
     assert {'loss_tl_cls', 'loss_tl_aux', 'loss_kl_adv'} <= set(log_vars)
@@ -425,7 +433,6 @@ def test_one_mix_token_box_per_iteration(digits_root, digits_token_labels, monke
     model.train()
     model.set_hat_phase(True)
     draws, boxes = [], []
-    real_sample = volo_mod.sample_mix_token_box
     monkeypatch.setattr(volo_mod, 'sample_mix_token_box',
                         lambda *a: draws.append(1) or (0, 1, 3, 4))
     real_forward = model.forward_train
@@ -441,9 +448,11 @@ def test_one_mix_token_box_per_iteration(digits_root, digits_token_labels, monke
     assert len(draws) == 1 and boxes == [(0, 1, 3, 4)] * 4  # clean + K = 3
     model.train_step(copy.deepcopy(batch), optim)
     assert len(draws) == 2
-    monkeypatch.setattr(volo_mod, 'sample_mix_token_box', real_sample)
-    # outside a HAT step (plain loss / evaluation) there is no shared box
-    assert model._mix_token_step is None
+    # outside a HAT step (a plain training forward) each forward draws its own box
+    x = model.data_preprocessor(copy.deepcopy(batch), True)['inputs']
+    model(x, mode='tensor')
+    model(x, mode='tensor')
+    assert len(draws) == 4
 
 
 def test_train_and_test_tools_with_token_labels(digits_root, digits_token_labels, tmp_path):
@@ -465,7 +474,7 @@ train_pipeline = [
     dict(type='LoadTokenLabel', label_root={digits_token_labels[0]!r}),
     dict(type='TokenLabelRandomResizedCrop', scale=64, backend='pillow',
          interpolation='bicubic'),
-    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    {{{{_base_.train_augments}}}},  # the configs' flip, RandAugment, erasing
     dict(type='PackInputs', algorithm_keys=('token_label', 'token_label_box')),
 ]
 test_pipeline = [

@@ -8,7 +8,8 @@
 # torch it was built against and its ops: torch-<version>-cpuops (the default: mmcv's CPU ops;
 # the GPU is hidden from the build) or torch-<version>-cuda<X.Y>-sm<archs> (HAT_MM_MMCV_CUDA=1).
 # Later set-ups, on this or on a fresh clone, install the cached wheel at once. At the end the
-# detection ops are run on this machine's device (tools/check_env.py). Environment variables:
+# detection ops are run on this machine's device (tools/analysis/check_detection_ops.py).
+# Environment variables:
 #   HAT_MM_VENV          where the environment lives (default: <repo>/.venv)
 #   HAT_MM_CACHE         where built wheels are kept (default: ~/.cache/hat-mm)
 #   PYTHON               interpreter to create the environment with (default: python3)
@@ -47,7 +48,7 @@ fi
 
 # What was asked for; with the torch found, it is the stamp: a change of either re-runs set-up.
 REQ_HASH="$(cat "$ROOT/requirements.txt" "$ROOT/pyproject.toml" "$ROOT/tools/setup_env.sh" \
-  "$VARIANT_PY" "$ROOT/tools/check_env.py" | sha256sum | cut -c1-16)"
+  "$VARIANT_PY" "$ROOT/tools/analysis/check_detection_ops.py" | sha256sum | cut -c1-16)"
 ARCH_REQ="-"
 [[ "$MMCV_CUDA" == 1 ]] && ARCH_REQ="${TORCH_CUDA_ARCH_LIST:-visible}"
 REQUEST="files=$REQ_HASH mmcv_cuda=$MMCV_CUDA arch=${ARCH_REQ// /,} system_torch=$SYSTEM_TORCH"
@@ -174,5 +175,5 @@ fi
 
 # 5. The detection ops on this machine's device (CUDA when there is one), against CPU.
 "$PY" -c 'import hat_mm, mmcv.ops, mmpretrain, mmdet, mmseg; print("[setup_env] ok: hat_mm", hat_mm.__version__)' >&2
-"$PY" "$ROOT/tools/check_env.py" >&2 || die "the detection ops failed on this machine (table and fix above)"
+"$PY" "$ROOT/tools/analysis/check_detection_ops.py" >&2 || die "the detection ops failed or differ from mmcv's CPU kernels on this machine (above). With CUDA ops (HAT_MM_MMCV_CUDA=1), TORCH_CUDA_ARCH_LIST must include this GPU's compute capability: rebuild with it, or without HAT_MM_MMCV_CUDA for CPU ops, which hat_mm routes to torchvision on CUDA tensors (hat_mm/mmcv_cuda_fallback.py)"
 echo "$REQUEST torch=$(torch_dist)" > "$STAMP"

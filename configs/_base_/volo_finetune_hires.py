@@ -11,10 +11,8 @@ _base_ = [
     './volo_token_labeling.py',
     './hat.py',
 ]
-custom_imports = dict(imports=['hat_mm', 'hat_mm.datasets', 'hat_mm.models.volo'],
-                      allow_failed_imports=False)
 
-model = dict(token_label=dict(ground_truth=True))
+model = dict(token_label_loss=dict(ground_truth=True))  # TokenLabelGTCrossEntropy
 
 optim_wrapper = dict(optimizer=dict(lr=8e-6, weight_decay=1e-8))
 param_scheduler = [
