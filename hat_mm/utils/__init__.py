@@ -1,8 +1,12 @@
 from .checkpoint import (CheckpointError, allow_mmengine_checkpoint_classes,
-                         check_checkpoint_file, load_weights_strict)
+                         check_checkpoint_file, compare_state_dicts, describe_mismatch,
+                         format_names, load_checkpoint_file, load_weights_strict,
+                         save_checkpoint_atomically, state_dict_of, write_atomically)
 from .config_checks import (check_dataset_paths, check_evaluator_files,
                             check_pretrained_paths)
 
 __all__ = ['CheckpointError', 'allow_mmengine_checkpoint_classes', 'check_checkpoint_file',
-           'load_weights_strict', 'check_dataset_paths', 'check_pretrained_paths',
+           'compare_state_dicts', 'describe_mismatch', 'format_names', 'load_checkpoint_file',
+           'load_weights_strict', 'save_checkpoint_atomically', 'state_dict_of',
+           'write_atomically', 'check_dataset_paths', 'check_pretrained_paths',
            'check_evaluator_files']

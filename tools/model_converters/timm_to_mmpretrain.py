@@ -26,13 +26,11 @@ i.e. input feature ``(kh + 2 * kw) * C + c``; mmpretrain's ``PatchMerging`` uses
 ``nn.Unfold``, whose feature ``c * 4 + kh * 2 + kw`` is channel-major. The reduction weight
 columns and the (pre-)norm weight and bias are permuted from the first order to the second.
 """
-import argparse
-import os
 import os.path as osp
 import re
 import sys
 from collections import OrderedDict
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 
@@ -40,7 +38,10 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if ROOT not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, ROOT)
 
-from hat_mm.utils import CheckpointError, check_checkpoint_file  # noqa: E402
+from tools.model_converters.common import (  # noqa: E402
+    CheckpointError, build_config_model, check_output_path, first_keys, format_names,
+    load_release, release_meta, run_cli, save_converted, timm_name_hint,
+    verify_against_target)
 
 # Supported architectures: what the weights of the release must show, the config that builds
 # the target model, and the timm model names of the release files.
@@ -68,11 +69,6 @@ TIMM_NAME_TO_ARCH = {n: a for a, spec in ARCHS.items() for n in spec['timm_names
 
 
 # ----------------------------------------------------------------------------- description
-def _show(items: List[str], n: int = 8) -> str:
-    items = list(items)
-    return ', '.join(items[:n]) + (f' ... ({len(items)} in all)' if len(items) > n else '')
-
-
 def _count_indices(state_dict: Dict, pattern: str) -> Dict[Tuple[int, ...], None]:
     found = {}
     for k in state_dict:
@@ -152,10 +148,6 @@ def detect_arch(state_dict: Dict[str, torch.Tensor]) -> Optional[str]:
         if _matches(found, spec):
             return arch
     return None
-
-
-def _first_keys(state_dict: Dict, n: int = 6) -> str:
-    return _show(list(state_dict), n)
 
 
 # ----------------------------------------------------------------------------- key mapping
@@ -238,7 +230,8 @@ def convert_swin(state_dict: Dict[str, torch.Tensor]) -> 'OrderedDict[str, torch
             out[new] = v
     if unknown:
         raise CheckpointError(
-            f'the Swin checkpoint has keys this converter does not know: {_show(unknown)}. '
+            'the Swin checkpoint has keys this converter does not know: '
+            f'{format_names(unknown, 8)}. '
             'Only the official Swin-T/S/B classifiers (timm 0.4.x layout, no absolute '
             'position embedding) are supported.')
     return out
@@ -277,7 +270,8 @@ def convert_vit(state_dict: Dict[str, torch.Tensor]) -> 'OrderedDict[str, torch.
             out[new] = v
     if unknown:
         raise CheckpointError(
-            f'the ViT checkpoint has keys this converter does not know: {_show(unknown)}. '
+            'the ViT checkpoint has keys this converter does not know: '
+            f'{format_names(unknown, 8)}. '
             'Only plain DeiT/ViT-T/S/B classifiers are supported (no distillation token, '
             'no pre-logits layer).')
     return out
@@ -286,87 +280,7 @@ def convert_vit(state_dict: Dict[str, torch.Tensor]) -> 'OrderedDict[str, torch.
 # ----------------------------------------------------------------------------- target model
 def build_target_model(arch: str):
     """The classifier that ``configs/hat_<arch>.py`` builds (PyTorch default init)."""
-    import mmengine
-    from mmpretrain.registry import MODELS
-
-    import hat_mm  # noqa: F401  (registers the HAT classifiers)
-    from hat_mm.engine import apply_hat
-    cfg = apply_hat(mmengine.config.Config.fromfile(osp.join(ROOT, ARCHS[arch]['config'])))
-    return MODELS.build(cfg.model)
-
-
-def verify_against_target(converted: Dict[str, torch.Tensor],
-                          target: Dict[str, torch.Tensor], arch: str, src: str = '',
-                          config: Optional[str] = None) -> None:
-    """Every target key present, none extra, equal shapes; raises CheckpointError naming them.
-
-    ``config``: the config the target model came from (default: this converter's for
-    ``arch``)."""
-    missing = [k for k in target if k not in converted]
-    extra = [k for k in converted if k not in target]
-    shapes = [f'{k}: converted {tuple(converted[k].shape)} vs model {tuple(target[k].shape)}'
-              for k in target if k in converted
-              and tuple(converted[k].shape) != tuple(target[k].shape)]
-    if missing or extra or shapes:
-        parts = [f'missing: {_show(missing)}' if missing else '',
-                 f'not in the model: {_show(extra)}' if extra else '',
-                 f'shape mismatch: {_show(shapes, 5)}' if shapes else '']
-        raise CheckpointError(
-            f'{src or "the checkpoint"} converted for {arch} does not match the model of '
-            f'{config or ARCHS[arch]["config"]} (' + '; '.join(p for p in parts if p)
-            + f'). Check that the checkpoint is a {arch} ImageNet-1k classifier (--arch), or '
-            'that the config was not changed (e.g. num_classes); nothing was written.')
-
-
-# ----------------------------------------------------------------------------- loading
-def load_release(src: str, ema: bool = False) -> Tuple[Dict[str, torch.Tensor], dict]:
-    """The weights (or EMA weights) of a timm checkpoint and its other fields, weights-only."""
-    check_checkpoint_file(src, 'release checkpoint')
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            ckpt = torch.load(src, map_location='cpu', weights_only=True)
-    except Exception as e:  # unpickling errors come in many types
-        raise CheckpointError(f'release checkpoint {src} could not be loaded weights-only: '
-                              f'{e}') from e
-    if not isinstance(ckpt, dict):
-        raise CheckpointError(f'release checkpoint {src} holds a {type(ckpt).__name__}, not a '
-                              'dict with a state_dict.')
-    if ema:
-        if not isinstance(ckpt.get('state_dict_ema'), dict):
-            raise CheckpointError(f'release checkpoint {src} has no EMA weights '
-                                  '(state_dict_ema); convert it without --ema.')
-        state = ckpt['state_dict_ema']
-    elif isinstance(ckpt.get('state_dict'), dict):
-        state = ckpt['state_dict']
-    elif isinstance(ckpt.get('model'), dict):
-        state = ckpt['model']
-    elif ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
-        state = ckpt
-    else:
-        raise CheckpointError(f'release checkpoint {src} has no state_dict (keys: '
-                              f'{_first_keys(ckpt)}).')
-    state = OrderedDict((k[7:] if k.startswith('module.') else k, v) for k, v in state.items()
-                        if isinstance(v, torch.Tensor))
-    info = {k: v for k, v in ckpt.items()
-            if k not in ('state_dict', 'state_dict_ema', 'model', 'optimizer', 'amp_scaler')}
-    return state, info
-
-
-def _timm_name_hint(src: str, info: dict) -> Optional[str]:
-    args = info.get('args')
-    for name in (getattr(args, 'model', None), info.get('arch')):
-        if isinstance(name, str) and name:
-            return name
-    m = re.match(r'hat_(.+?)\.pth(\.tar)?$', osp.basename(src))
-    return m.group(1) if m else None
-
-
-def _plain(v):
-    if isinstance(v, (str, int, float, bool)) or v is None:
-        return v
-    if isinstance(v, (list, tuple)) and all(isinstance(x, (str, int, float, bool)) for x in v):
-        return list(v)
-    return None
+    return build_config_model(ARCHS[arch]['config'])
 
 
 def _refuse(src: str, requested: str, found: dict, detected: Optional[str]) -> CheckpointError:
@@ -399,7 +313,7 @@ def convert_state_dict(state_dict: Dict[str, torch.Tensor], arch: Optional[str] 
         raise CheckpointError(
             f'{src}: the weights match none of the supported architectures '
             f'({", ".join(ARCHS)}); found {_spec_text(found)} (first keys: '
-            f'{_first_keys(state_dict)})'
+            f'{first_keys(state_dict)})'
             + (f'; its name says {hint} ({hinted}: {_spec_text(ARCHS[hinted])})'
                if hinted else '')
             + '. Fix: convert a HAT release of ViT-T/S/B or Swin-T/S/B (timm classifier '
@@ -412,14 +326,6 @@ def convert_state_dict(state_dict: Dict[str, torch.Tensor], arch: Optional[str] 
     return detected, convert(state_dict)
 
 
-def check_output_path(src: str, dst: str) -> None:
-    """Refuse to write the converted checkpoint over the release it comes from."""
-    if osp.abspath(dst) == osp.abspath(src) or (
-            osp.exists(dst) and osp.exists(src) and osp.samefile(dst, src)):
-        raise CheckpointError(f'the output {dst} is the input checkpoint; give another output '
-                              'path (the release is never overwritten).')
-
-
 def convert_checkpoint(src: str, dst: str, arch: Optional[str] = None,
                        ema: bool = False) -> dict:
     """Convert the release ``src`` to the mmengine checkpoint ``dst``; returns its meta.
@@ -429,7 +335,7 @@ def convert_checkpoint(src: str, dst: str, arch: Optional[str] = None,
     """
     check_output_path(src, dst)
     state, info = load_release(src, ema=ema)
-    hint = _timm_name_hint(src, info)
+    hint = timm_name_hint(src, info)
     arch, converted = convert_state_dict(state, arch=arch, src=src, hint=hint)
 
     model = build_target_model(arch)
@@ -441,7 +347,7 @@ def convert_checkpoint(src: str, dst: str, arch: Optional[str] = None,
             raise CheckpointError(f'{src}: {k} differs from the index of mmpretrain\'s '
                                   'WindowMSA; the relative position tables cannot be mapped.')
         converted[k] = target[k].clone()
-    verify_against_target(converted, target, arch, src)
+    verify_against_target(converted, target, arch, ARCHS[arch]['config'], src)
     out_state = OrderedDict((k, converted[k].to(target[k].dtype).contiguous()) for k in target)
     out_state._metadata = getattr(target, '_metadata', None)  # module versions, as mmengine
 
@@ -458,51 +364,6 @@ def convert_checkpoint(src: str, dst: str, arch: Optional[str] = None,
               '"data_preprocessor.std=[127.5,127.5,127.5]".', file=sys.stderr)
     save_converted(dst, out_state, meta)
     return meta
-
-
-TIMM_ARG_KEYS = ('model', 'mean', 'std', 'input_size', 'img_size', 'crop_pct',
-                 'interpolation', 'token_label_size', 'distillation_type')
-
-
-def release_meta(src: str, info: dict, arch: str, config: str, hint, ema: bool,
-                 converter: str) -> dict:
-    """The ``meta`` of a converted checkpoint: where it came from and the training args."""
-    args = info.get('args')
-    args = vars(args) if isinstance(args, argparse.Namespace) else {}
-    return dict(
-        arch=arch, config=config, converted_from=osp.basename(src), converter=converter,
-        ema=bool(ema), timm_model=hint, epoch=_plain(info.get('epoch')),
-        timm_args={k: _plain(args[k]) for k in TIMM_ARG_KEYS
-                   if k in args and (args[k] is None or _plain(args[k]) is not None)})
-
-
-def save_converted(dst: str, state: dict, meta: dict) -> None:
-    """Write ``{'state_dict', 'meta'}`` atomically (no half-written file on failure)."""
-    os.makedirs(osp.dirname(osp.abspath(dst)), exist_ok=True)
-    tmp = dst + '.tmp'
-    torch.save({'state_dict': state, 'meta': meta}, tmp)
-    os.replace(tmp, dst)
-
-
-def run_cli(argv, description: str, archs, convert) -> int:
-    """The command line shared by the release converters."""
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument('src', help='release checkpoint (not modified)')
-    parser.add_argument('dst', help='output mmengine checkpoint (.pth)')
-    parser.add_argument('--arch', choices=list(archs), default=None,
-                        help='expected architecture; detected from the weights if omitted')
-    parser.add_argument('--ema', action='store_true',
-                        help='convert the EMA weights (state_dict_ema) instead')
-    args = parser.parse_args(argv)
-    try:
-        meta = convert(args.src, args.dst, arch=args.arch, ema=args.ema)
-    except CheckpointError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 1
-    print(f'converted {args.src} ({meta["arch"]}{", EMA" if meta["ema"] else ""}) -> '
-          f'{args.dst}; use it with {meta["config"]}, e.g. python tools/test.py '
-          f'{meta["config"]} {args.dst}')
-    return 0
 
 
 def main(argv=None) -> int:
