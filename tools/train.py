@@ -78,6 +78,7 @@ def merge_args(cfg, args):
 def main(argv=None):
     args = parse_args(argv)
     import hat_mm  # noqa: F401  registers HAT parts; allow-lists mmengine checkpoint classes
+    from hat_mm.engine import HATRunner, prepare_resume
     from hat_mm.utils import (check_checkpoint_file, check_dataset_paths,
                               check_evaluator_files, check_pretrained_paths)
 
@@ -101,6 +102,8 @@ def main(argv=None):
         runner = RUNNERS.build(cfg)
     else:
         runner = Runner.from_cfg(cfg)
+    if not isinstance(runner, HATRunner):  # HATRunner checks it itself
+        prepare_resume(runner)  # the checkpoint found (or none), checked against the model
     runner.train()
 
 
