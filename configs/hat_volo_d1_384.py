@@ -1,7 +1,7 @@
 # VOLO-D1 at 384 + HAT on ImageNet-1k (paper: 85.5 top-1; 85.2 without HAT).
 # Parameters: 26.6M params as the paper counts them, 26.78M with the 24x24 position table.
 #   bash tools/dist_train.sh configs/hat_volo_d1_384.py 8 \
-#       --cfg-options load_from=<hat_volo_d1_224 checkpoint>
+#       --amp --cfg-options load_from=<hat_volo_d1_224 checkpoint>
 # VOLO trains every model at 224 first and then fine-tunes it at the higher resolution, with
 # the schedule of the volo_d1 384 command (configs/_base_/volo_finetune_hires.py: lr 8e-6 per
 # 1024 images, 40 epochs, ground-truth token-label loss) and the pre-training drop-path.
@@ -9,12 +9,12 @@
 # HAT: the paper does not say how its high-resolution rows were fine-tuned; this config keeps
 # the HAT step for the whole fine-tuning (the official script's --adv-epochs 200 exceeds its
 # 40 epochs). Token label size = 384 // 16 = 24 (the token grid of VOLO at 384).
-# Evaluation: timm's default_cfg of volo_d1_384 (bicubic, crop_pct 1.0: resize
-# floor(384 / 1.0) = 384, centre crop 384).
+# Evaluation as the official validate.py: the default crop_pct of volo_d1 in the official
+# models/volo.py, 0.96 at every resolution (bicubic: resize floor(384 / 0.96) = 400, centre
+# crop 384); timm's later default_cfg of volo_d1_384 has crop_pct 1.0 instead.
 _base_ = ['./_base_/volo_finetune_hires.py']  # schedule, token-label loss, HAT
 
 img_size = 384
-crop_pct = 1.0
 load_from = 'work_dirs/hat_volo_d1_224/epoch_310.pth'  # the 224 model (set it to yours)
 
 model = dict(
@@ -28,19 +28,13 @@ train_pipeline = [
     dict(type='LoadTokenLabel', label_root={{_base_.token_label_root}}),
     dict(type='TokenLabelRandomResizedCrop', scale=img_size, backend='pillow',
          interpolation='bicubic'),
-    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    dict(type='RandAugment', policies={{_base_.photometric_randaug_policies}},
-         num_policies=2, total_level=10, magnitude_level=9, magnitude_std=0.5,
-         hparams=dict(pad_val=[104, 116, 124], interpolation='bicubic')),
-    dict(type='RandomErasing', erase_prob=0.25, mode='rand', min_area_ratio=0.02,
-         max_area_ratio=1 / 3, fill_color={{_base_.bgr_mean}},
-         fill_std={{_base_.bgr_std}}),
+    {{_base_.train_augments}},  # flip, RandAugment, erasing (_base_/volo_token_labeling.py)
     dict(type='PackInputs', algorithm_keys=('token_label', 'token_label_box')),
 ]
 test_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='ResizeEdge', scale=384, edge='short', backend='pillow',
-         interpolation='bicubic'),
+    dict(type='ResizeEdge', scale=400, edge='short', backend='pillow',
+         interpolation='bicubic'),  # floor(384 / 0.96)
     dict(type='PaddedCenterCrop', crop_size=img_size),
     dict(type='PackInputs'),
 ]

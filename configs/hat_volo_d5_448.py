@@ -1,7 +1,7 @@
 # VOLO-D5 at 448 + HAT on ImageNet-1k (paper: 87.2 top-1; 87.0 without HAT).
 # Parameters: 295.5M params as the paper counts them, 295.91M with the 28x28 position table.
 #   bash tools/dist_train.sh configs/hat_volo_d5_448.py 8 \
-#       --cfg-options load_from=<hat_volo_d5_224 checkpoint>
+#       --amp --cfg-options load_from=<hat_volo_d5_224 checkpoint>
 # VOLO trains every model at 224 first and then fine-tunes it at the higher resolution, with
 # the schedule of the volo_d1 384 command (configs/_base_/volo_finetune_hires.py: lr 8e-6 per
 # 1024 images, 40 epochs, ground-truth token-label loss) and the pre-training drop-path.
@@ -11,12 +11,12 @@
 # HAT: the paper does not say how its high-resolution rows were fine-tuned; this config keeps
 # the HAT step for the whole fine-tuning (the official script's --adv-epochs 200 exceeds its
 # 40 epochs). Token label size = 448 // 16 = 28 (the token grid of VOLO at 448).
-# Evaluation: timm's default_cfg of volo_d5_448 (bicubic, crop_pct 1.15: resize
-# floor(448 / 1.15) = 389, centre crop with black padding (timm/torchvision) 448).
+# Evaluation as the official validate.py: the default crop_pct of volo_d5 in the official
+# models/volo.py, 1.15 at every resolution (= timm's default_cfg of volo_d5_448): bicubic
+# resize floor(448 / 1.15) = 389, centre crop 448 with black padding (torchvision's CenterCrop).
 _base_ = ['./_base_/volo_finetune_hires.py']  # schedule, token-label loss, HAT
 
 img_size = 448
-crop_pct = 1.15
 load_from = 'work_dirs/hat_volo_d5_224/epoch_310.pth'  # the 224 model (set it to yours)
 
 model = dict(
@@ -30,19 +30,13 @@ train_pipeline = [
     dict(type='LoadTokenLabel', label_root={{_base_.token_label_root}}),
     dict(type='TokenLabelRandomResizedCrop', scale=img_size, backend='pillow',
          interpolation='bicubic'),
-    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    dict(type='RandAugment', policies={{_base_.photometric_randaug_policies}},
-         num_policies=2, total_level=10, magnitude_level=9, magnitude_std=0.5,
-         hparams=dict(pad_val=[104, 116, 124], interpolation='bicubic')),
-    dict(type='RandomErasing', erase_prob=0.25, mode='rand', min_area_ratio=0.02,
-         max_area_ratio=1 / 3, fill_color={{_base_.bgr_mean}},
-         fill_std={{_base_.bgr_std}}),
+    {{_base_.train_augments}},  # flip, RandAugment, erasing (_base_/volo_token_labeling.py)
     dict(type='PackInputs', algorithm_keys=('token_label', 'token_label_box')),
 ]
 test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='ResizeEdge', scale=389, edge='short', backend='pillow',
-         interpolation='bicubic'),
+         interpolation='bicubic'),  # floor(448 / 1.15)
     dict(type='PaddedCenterCrop', crop_size=img_size),
     dict(type='PackInputs'),
 ]

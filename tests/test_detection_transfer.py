@@ -81,8 +81,12 @@ def hat_ckpt(tmp_path_factory):
             with scope('mmpretrain'):
                 torch.manual_seed(0)
                 model = MODELS.build(cfg.model)
+            state = model.state_dict()
+            for v in state.values():  # distinct from any default initialisation (norms)
+                if v.is_floating_point():
+                    v.add_(0.02 * torch.randn(v.shape))
             path = str(directory / f'hat_swin_{arch}_epoch_310.pth')
-            torch.save({'state_dict': model.state_dict(), 'meta': {}}, path)
+            torch.save({'state_dict': state, 'meta': {}}, path)
             paths[arch] = path
         return paths[arch]
 
@@ -174,9 +178,11 @@ def test_make_tiny_coco_is_valid_coco_and_deterministic(tmp_path):
 def test_config_builds_with_spec_params_and_recipe(arch):
     cfg = Config.fromfile(det_config(arch))
     assert cfg.default_scope == 'mmdet'
-    assert cfg.custom_imports.imports == ['hat_mm', 'mmpretrain.models']
+    assert cfg.custom_imports.imports == ['hat_mm']
+    # the official dense Swin builds every output norm fresh: norm3 is not loaded
     assert cfg.custom_hooks == [dict(type='CheckPretrainedKeysHook',
-                                     allow_missing=['norm0.', 'norm1.', 'norm2.'])]
+                                     allow_missing=['norm0.', 'norm1.', 'norm2.'],
+                                     reinit=['norm3'])]
 
     bb = cfg.model.backbone
     assert bb.type == 'mmpretrain.SwinTransformer' and bb.arch == SWIN_ARCH[arch]
@@ -333,8 +339,14 @@ def test_train_then_test_from_hat_checkpoint(arch, tiny_coco, hat_ckpt, tmp_path
     weights = torch.load(trained, map_location='cpu')['state_dict']
     pretrained = torch.load(ckpt, map_location='cpu')['state_dict']
     for key in ('backbone.patch_embed.projection.weight',
-                'backbone.stages.3.blocks.1.ffn.layers.1.weight', 'backbone.norm3.weight'):
+                'backbone.stages.3.blocks.1.ffn.layers.1.weight'):
         assert torch.allclose(weights[key], pretrained[key], atol=1e-4), key
+    # ... except norm3, built fresh as the official detection backbone builds it
+    assert 'model.backbone.norm3: built fresh, not loaded from the checkpoint' in out
+    assert torch.allclose(weights['backbone.norm3.weight'], torch.ones(8 * EMBED_DIMS[arch]),
+                          atol=1e-4)
+    assert not torch.allclose(pretrained['backbone.norm3.weight'],
+                              weights['backbone.norm3.weight'], atol=1e-3)
     del weights, pretrained
 
     # tools/test.py loads every weight strictly; the pretraining checkpoint is not needed.

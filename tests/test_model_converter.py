@@ -7,6 +7,7 @@ compared logit for logit with timm (Swin-T, ViT-T). Swin-S/B and ViT-S/B are che
 detection, key mapping and strict loading, without a forward pass (time).
 """
 import argparse
+import os.path as osp
 import re
 import sys
 from collections import OrderedDict
@@ -20,7 +21,7 @@ from tools.model_converters.timm_to_mmpretrain import (
     ARCHS, build_target_model, convert_checkpoint, convert_state_dict, detect_arch,
     merging_permutation)
 
-from .runner_utils import run_tool
+from .runner_utils import ROOT, run_tool
 
 timm = pytest.importorskip('timm')
 
@@ -168,6 +169,45 @@ def test_vit_t_release_converts_with_equal_logits(vit_t, tmp_path, capsys):
     with capsys.disabled():
         print(f'\n[converter] ViT-T max abs logit error: {err:.2e}')
     assert err < TOL
+
+
+def test_converted_vit_release_evaluates_with_the_config_as_it_is(vit_t, tmp_path, capsys):
+    """The official script normalises with the timm model's default config (mean = std = 0.5
+    for vit_*_patch16_224); configs/hat_vit_t.py does the same on pixel values, so the
+    converted release gives timm's logits on the same images with nothing to override."""
+    from mmengine.config import Config
+    from mmpretrain.registry import MODELS
+    from timm.data import resolve_data_config
+
+    from hat_mm.engine import apply_hat
+    src = release_file(tmp_path / 'hat_vit_tiny_patch16_224.pth.tar',
+                       OrderedDict(vit_t.state_dict()), 'vit_tiny_patch16_224')
+    dst = str(tmp_path / 'vit_t_mm.pth')
+    capsys.readouterr()
+    convert_checkpoint(src, dst, arch='vit-t')
+    assert 'note:' not in capsys.readouterr().err  # nothing to tell the user
+    cfg = apply_hat(Config.fromfile(osp.join(ROOT, 'configs', 'hat_vit_t.py')))
+    model = MODELS.build(dict(cfg.model, data_preprocessor=cfg.data_preprocessor)).eval()
+    load_weights_strict(model, dst)
+    timm_cfg = resolve_data_config({}, model=vit_t)
+    assert timm_cfg['mean'] == timm_cfg['std'] == (0.5, 0.5, 0.5)
+    g = torch.Generator().manual_seed(5)
+    pixels = torch.randint(0, 256, (2, 3, 224, 224), generator=g, dtype=torch.uint8)  # RGB
+    mean = torch.tensor(timm_cfg['mean']).view(1, 3, 1, 1)
+    std = torch.tensor(timm_cfg['std']).view(1, 3, 1, 1)
+    with torch.no_grad():
+        ref = vit_t((pixels.float() / 255 - mean) / std)  # timm's ToTensor + Normalize
+        # the config's data preprocessor sees BGR images (to_rgb=True flips them to RGB)
+        data = model.data_preprocessor(dict(inputs=list(pixels.flip(1))), False)
+        out = model(data['inputs'], mode='tensor')
+    assert (out - ref).abs().max().item() < TOL
+
+    # a release trained with other statistics (a deit_* model name) gets the fix printed
+    src = release_file(tmp_path / 'deit_tiny.pth.tar', OrderedDict(vit_t.state_dict()),
+                       'deit_tiny_patch16_224')
+    convert_checkpoint(src, str(tmp_path / 'deit_mm.pth'), arch='vit-t')
+    err = capsys.readouterr().err
+    assert 'data_preprocessor.mean=[123.675, 116.28, 103.53]' in err
 
 
 def test_ema_weights_are_converted_on_request(vit_t, tmp_path):

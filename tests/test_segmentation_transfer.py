@@ -163,7 +163,7 @@ def test_tiny_ade20k_layout_labels_and_determinism(tiny_ade, tmp_path):
 def test_config_settings_and_params(size):
     params_m, c, arch = PAPER[size]
     cfg = Config.fromfile(config_path(size))
-    assert cfg.custom_imports.imports == ['hat_mm', 'mmpretrain.models']
+    assert cfg.custom_imports.imports == ['hat_mm']
     assert cfg.default_scope == 'mmseg'
     # backbone: mmpretrain's SwinTransformer, pretrained from the HAT run
     bb = cfg.model.backbone
@@ -174,6 +174,7 @@ def test_config_settings_and_params(size):
     assert bb.init_cfg == dict(type='Pretrained', checkpoint=cfg.pretrained, prefix='backbone.')
     assert [h.type for h in cfg.custom_hooks] == ['CheckPretrainedKeysHook']
     assert cfg.custom_hooks[0].allow_missing == OUTPUT_NORMS
+    assert cfg.custom_hooks[0].reinit == ['norm3']  # official: every output norm is new
     # heads
     assert cfg.model.decode_head.type == 'UPerHead'
     assert cfg.model.decode_head.in_channels == [c, 2 * c, 4 * c, 8 * c]
@@ -281,6 +282,35 @@ def test_hat_pretraining_checkpoint_fills_backbone(size, hat_checkpoint):
         other = compare_with_checkpoint(model.backbone, hat_checkpoint('t'), 'backbone.',
                                         OUTPUT_NORMS)
         assert other['missing'] if size == 's' else other['shape']
+
+
+def test_output_norm3_is_built_fresh_not_loaded(hat_checkpoint):
+    """The official Swin segmentation/detection backbone adds a new norm per output stage and
+    never loads the classifier's final norm: the config's hook resets norm3 after loading."""
+    from mmengine.logging import MMLogger
+    from mmengine.registry import HOOKS
+    ckpt_path = hat_checkpoint('t')
+    pretrained = torch.load(ckpt_path, map_location='cpu')['state_dict']
+    cfg = Config.fromfile(config_path('t'))
+    cfg.model.backbone.init_cfg.checkpoint = ckpt_path
+    model = build_segmentor(cfg)
+    model.init_weights()  # mmengine's Pretrained init loads norm3 from the checkpoint ...
+    assert torch.equal(model.backbone.norm3.weight, pretrained['backbone.norm3.weight'])
+    hook = HOOKS.build(copy.deepcopy(cfg.custom_hooks[0]))
+
+    class Runner:  # what the hook reads of mmengine's runner
+        _resume, _load_from = False, None
+        logger = MMLogger.get_current_instance()
+
+    Runner.model = model
+    hook.before_train(Runner())  # ... and the hook builds it fresh before training
+    fresh = torch.nn.LayerNorm(768)
+    assert torch.equal(model.backbone.norm3.weight, fresh.weight)
+    assert torch.equal(model.backbone.norm3.bias, fresh.bias)
+    assert not torch.equal(pretrained['backbone.norm3.weight'], fresh.weight)
+    for k, v in model.backbone.state_dict().items():  # everything else stays loaded
+        if not k.startswith(('norm0.', 'norm1.', 'norm2.', 'norm3.')):
+            assert torch.equal(v, pretrained['backbone.' + k]), k
 
 
 def test_swin_t_train_and_test_on_tiny_ade20k(tiny_ade, hat_checkpoint, tmp_path,

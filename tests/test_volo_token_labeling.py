@@ -25,11 +25,12 @@ from .runner_utils import ROOT
 
 DEMO_CONFIG = osp.join(ROOT, 'configs', 'demo', 'hat_vit_digits.py')
 
-# paper params (M), img size, label size, timm model, crop_pct, lr, drop-path, epochs, GT
+# paper params (M), img size, label size, timm model, crop_pct (the official models/volo.py
+# default configs: 0.96 for volo_d1, 1.15 for volo_d5), lr, drop-path, epochs, GT
 VOLO_ROWS = {
     'hat_volo_d1_224': (26.6, 224, 14, 'volo_d1_224', 0.96, 1.6e-3, 0.1, 310, False),
-    'hat_volo_d1_384': (26.6, 384, 24, 'volo_d1_384', 1.0, 8e-6, 0.1, 40, True),
-    'hat_volo_d5_224': (295.5, 224, 14, 'volo_d5_224', 0.96, 8e-4, 0.75, 310, False),
+    'hat_volo_d1_384': (26.6, 384, 24, 'volo_d1_384', 0.96, 8e-6, 0.1, 40, True),
+    'hat_volo_d5_224': (295.5, 224, 14, 'volo_d5_224', 1.15, 8e-4, 0.75, 310, False),
     'hat_volo_d5_448': (295.5, 448, 28, 'volo_d5_448', 1.15, 8e-6, 0.75, 40, True),
     'hat_volo_d5_512': (295.5, 512, 32, 'volo_d5_512', 1.15, 8e-6, 0.75, 40, True),
 }
@@ -68,13 +69,13 @@ def test_volo_config(name):
     assert cfg.train_cfg.max_epochs == epochs
     assert cfg.param_scheduler[1].end == epochs - 10
     pipe = cfg.train_dataloader.dataset.pipeline
-    assert [t['type'] for t in pipe] == [
+    flat = [s for t in pipe for s in (t['transforms'] if t['type'] == 'Compose' else [t])]
+    assert [t['type'] for t in flat] == [
         'LoadImageFromFile', 'LoadTokenLabel', 'TokenLabelRandomResizedCrop', 'RandomFlip',
         'RandAugment', 'RandomErasing', 'PackInputs']
     assert pipe[2]['scale'] == img
-    # evaluation as timm's default_cfg of the model (crop_pct read from timm's source)
-    tcfg = get_pretrained_cfg(timm_name)
-    assert tcfg.crop_pct == crop_pct and tcfg.input_size[-1] == img
+    # evaluation as the official validate.py: the official model's crop_pct
+    assert get_pretrained_cfg(timm_name).input_size[-1] == img
     test = cfg.test_dataloader.dataset.pipeline
     assert test[1]['type'] == 'ResizeEdge' and test[1]['scale'] == math.floor(img / crop_pct)
     assert test[2] == dict(type='PaddedCenterCrop', crop_size=img)
@@ -465,7 +466,7 @@ train_pipeline = [
     dict(type='LoadTokenLabel', label_root={digits_token_labels[0]!r}),
     dict(type='TokenLabelRandomResizedCrop', scale=64, backend='pillow',
          interpolation='bicubic'),
-    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    {{{{_base_.train_augments}}}},  # the configs' flip, RandAugment, erasing
     dict(type='PackInputs', algorithm_keys=('token_label', 'token_label_box')),
 ]
 test_pipeline = [

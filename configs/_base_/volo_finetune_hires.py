@@ -11,8 +11,6 @@ _base_ = [
     './volo_token_labeling.py',
     './hat.py',
 ]
-custom_imports = dict(imports=['hat_mm', 'hat_mm.datasets', 'hat_mm.models.volo'],
-                      allow_failed_imports=False)
 
 model = dict(token_label=dict(ground_truth=True))
 

@@ -26,7 +26,6 @@ data_root = 'data/imagenet'
 token_label_root = 'data/imagenet/label_top5_train_nfnet'
 num_classes = 1000
 img_size = 224
-crop_pct = 0.96  # timm default_cfg of volo_*_224: resize to floor(224 / 0.96) = 233, crop 224
 
 model = dict(
     type='VOLOClassifier',
@@ -63,19 +62,28 @@ photometric_randaug_policies = [
     dict(type='Brightness', magnitude_range=(0, 0.9)),
     dict(type='Sharpness', magnitude_range=(0, 0.9)),
 ]
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadTokenLabel', label_root=token_label_root),
-    dict(type='TokenLabelRandomResizedCrop', scale=img_size, backend='pillow',
-         interpolation='bicubic'),
+# The resolution-free part of the training pipeline, one block that the 224 configs and the
+# high-resolution fine-tuning configs (hat_volo_d1_384.py, ...) share.
+train_augments = dict(type='Compose', transforms=[
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
     dict(type='RandAugment', policies=photometric_randaug_policies, num_policies=2,
          total_level=10, magnitude_level=9, magnitude_std=0.5,
          hparams=dict(pad_val=[104, 116, 124], interpolation='bicubic')),
     dict(type='RandomErasing', erase_prob=0.25, mode='rand', min_area_ratio=0.02,
          max_area_ratio=1 / 3, fill_color=bgr_mean, fill_std=bgr_std),
+])
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadTokenLabel', label_root=token_label_root),
+    dict(type='TokenLabelRandomResizedCrop', scale=img_size, backend='pillow',
+         interpolation='bicubic'),
+    train_augments,
     dict(type='PackInputs', algorithm_keys=('token_label', 'token_label_box')),
 ]
+# Official evaluation: the crop_pct of the official models/volo.py default config (0.96 for
+# volo_d1-d3, 1.15 for volo_d4/d5, whatever the resolution), as its validate.py uses it:
+# resize the short side to floor(img_size / crop_pct), centre crop img_size (padded with
+# black when crop_pct > 1, as torchvision's CenterCrop does). D1 at 224: 233.
 test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='ResizeEdge', scale=233, edge='short', backend='pillow',
@@ -110,3 +118,8 @@ param_scheduler = [
          convert_to_iter_based=True),
 ]
 train_cfg = dict(by_epoch=True, max_epochs=310, val_interval=1)
+
+# Official: timm's CheckpointSaver keeps the best top-1 checkpoint (model_best.pth.tar) and
+# the 3 most recent ones (--checkpoint-hist 3).
+default_hooks = dict(
+    checkpoint=dict(save_best='accuracy/top1', rule='greater', max_keep_ckpts=3))

@@ -5,8 +5,8 @@
 #
 # The backbone is mmpretrain's SwinTransformer, the same implementation pretraining trains, so
 # the pretraining checkpoint (keys `backbone.*`, `head.*`) loads as is (prefix 'backbone.');
-# only the output norms of stages 0-2 (norm0-norm2) are new. CheckPretrainedKeysHook stops
-# before the first iteration if anything else does not match.
+# the output norms (norm0-norm3) are built fresh. CheckPretrainedKeysHook stops before the
+# first iteration if anything else does not match.
 #
 # Train (the backbone starts from `pretrained` below, the HAT run's last checkpoint; another
 # one with --cfg-options model.backbone.init_cfg.checkpoint=/path/to/checkpoint.pth):
@@ -24,7 +24,7 @@
 #   python tools/dataset_converters/make_tiny_ade20k.py data/tiny_ade20k
 _base_ = ['mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py']
 
-custom_imports = dict(imports=['hat_mm', 'mmpretrain.models'], allow_failed_imports=False)
+custom_imports = dict(imports=['hat_mm'], allow_failed_imports=False)  # + mmpretrain's models
 
 # the last checkpoint of `bash tools/dist_train.sh configs/hat_swin_t.py 8`
 pretrained = 'work_dirs/hat_swin_t/epoch_310.pth'
@@ -44,7 +44,12 @@ model = dict(
     decode_head=dict(in_channels=[96, 192, 384, 768], num_classes=150),
     auxiliary_head=dict(in_channels=384, num_classes=150))
 
-custom_hooks = [dict(type='CheckPretrainedKeysHook', allow_missing=['norm0.', 'norm1.', 'norm2.'])]
+# norm3 is built fresh, as the official Swin segmentation backbone does (it does not load the
+# classifier's final `norm`, stored as norm3 by pretraining); norm0-2 are new.
+custom_hooks = [
+    dict(type='CheckPretrainedKeysHook', allow_missing=['norm0.', 'norm1.', 'norm2.'],
+         reinit=['norm3']),
+]
 
 # Multi-scale + flip testing as the official code's --aug-test: the 2048x512 test scale times
 # each ratio (keep ratio), each with and without a horizontal flip; SegTTAModel (`tta_model`,

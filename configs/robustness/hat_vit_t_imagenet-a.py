@@ -11,7 +11,6 @@
 # (hat_mm.evaluation.IMAGENET_A_WNIDS); other folders (README.txt is ignored) are an error.
 # Test pipeline: the model config's (resize + centre crop 224).
 _base_ = ['../hat_vit_t.py']
-custom_imports = dict(imports=['hat_mm', 'hat_mm.evaluation'], allow_failed_imports=False)
 
 data_root = 'data/imagenet-a'
 test_dataloader = dict(

@@ -15,7 +15,6 @@
 # only, as in the benchmark's reference evaluation (no resize). Data set and metric:
 # hat_mm/evaluation/robustness.py (ImageNetC, ImageNetCMetric).
 _base_ = ['../hat_vit_t.py']
-custom_imports = dict(imports=['hat_mm', 'hat_mm.evaluation'], allow_failed_imports=False)
 
 data_root = 'data/imagenet-c'
 imagenet_c_pipeline = [

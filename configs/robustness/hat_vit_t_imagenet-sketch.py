@@ -8,7 +8,6 @@
 # Labels are the positions of the sorted wnid folder names (the standard ImageNet-1k order),
 # so all 1000 folders must be there (checked). Test pipeline: the model config's.
 _base_ = ['../hat_vit_t.py']
-custom_imports = dict(imports=['hat_mm', 'hat_mm.evaluation'], allow_failed_imports=False)
 
 data_root = 'data/imagenet-sketch'
 test_dataloader = dict(

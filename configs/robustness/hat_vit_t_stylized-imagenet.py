@@ -9,7 +9,6 @@
 # so all 1000 folders must be there (checked). Test pipeline: the model config's (the
 # images are 224x224; resize + centre crop as for ImageNet validation).
 _base_ = ['../hat_vit_t.py']
-custom_imports = dict(imports=['hat_mm', 'hat_mm.evaluation'], allow_failed_imports=False)
 
 data_root = 'data/stylized-imagenet'
 test_dataloader = dict(

@@ -50,12 +50,19 @@ class CheckPretrainedKeysHook(Hook):
         allow_missing (list[str]): key prefixes (relative to the module) that may be absent
             from the checkpoint, e.g. the output norms that dense-prediction backbones add
             (``['norm0.', 'norm1.', 'norm2.']`` for Swin).
+        reinit (list[str]): names of submodules (relative to the module) whose weights are
+            built fresh instead of loaded: their ``reset_parameters()`` is called after the
+            check. The official Swin detection and segmentation code adds a new output norm
+            per stage and does not load the classifier's final ``norm`` into ``norm3``;
+            ``['norm3']`` does the same with mmpretrain's Swin, whose pretraining checkpoint
+            stores that final norm as ``norm3``.
     """
 
     priority = 'VERY_HIGH'
 
-    def __init__(self, allow_missing: Sequence[str] = ()):
+    def __init__(self, allow_missing: Sequence[str] = (), reinit: Sequence[str] = ()):
         self.allow_missing = tuple(allow_missing)
+        self.reinit = tuple(reinit)
 
     def before_train(self, runner) -> None:
         if runner._resume or runner._load_from:
@@ -78,3 +85,13 @@ class CheckPretrainedKeysHook(Hook):
                         'timm_to_mmpretrain.py) or fix the prefix.')
                 runner.logger.info(f"{where}: every weight matches the pretrained checkpoint "
                                    f"{cfg['checkpoint']} (prefix={cfg.get('prefix')!r})")
+                self._reinit(module, where, runner.logger)
+
+    def _reinit(self, module, where: str, logger) -> None:
+        for name in self.reinit:
+            sub = module.get_submodule(name)
+            if not hasattr(sub, 'reset_parameters'):
+                raise TypeError(f'{where}.{name} ({type(sub).__name__}) has no '
+                                'reset_parameters(); remove it from reinit.')
+            sub.reset_parameters()
+            logger.info(f'{where}.{name}: built fresh, not loaded from the checkpoint')

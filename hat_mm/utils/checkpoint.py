@@ -16,7 +16,6 @@ holds anything else is refused by name; the advice is never to switch the protec
 import os
 import os.path as osp
 import pickle
-import re
 import zipfile
 from contextlib import nullcontext
 from typing import Dict, Iterable, Mapping, Optional, Sequence

@@ -38,6 +38,8 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if ROOT not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, ROOT)
 
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD  # noqa: E402
+
 from tools.model_converters.common import (  # noqa: E402
     CheckpointError, build_config_model, check_output_path, first_keys, format_names,
     load_release, release_meta, run_cli, save_converted, timm_name_hint,
@@ -353,17 +355,28 @@ def convert_checkpoint(src: str, dst: str, arch: Optional[str] = None,
 
     meta = release_meta(src, info, arch, ARCHS[arch]['config'], hint, ema,
                         'tools/model_converters/timm_to_mmpretrain.py')
-    args = meta['timm_args']
-    if (ARCHS[arch]['family'] == 'vit' and isinstance(hint, str) and hint.startswith('vit_')
-            and args.get('mean') is None):
-        # not an error: a reminder of timm's input convention for the vit_* model names
-        print(f'note: {src} was trained as {hint} without --mean/--std; timm\'s default_cfg '
-              'of vit_*_patch16_224 normalizes with mean = std = 0.5 (deit_* use the ImageNet '
-              f'mean/std of {ARCHS[arch]["config"]}). If its accuracy is low, evaluate with '
-              '--cfg-options "data_preprocessor.mean=[127.5,127.5,127.5]" '
-              '"data_preprocessor.std=[127.5,127.5,127.5]".', file=sys.stderr)
+    if ARCHS[arch]['family'] == 'vit':
+        _note_vit_normalisation(src, hint, meta['timm_args'])
     save_converted(dst, out_state, meta)
     return meta
+
+
+def _note_vit_normalisation(src: str, hint, args: dict) -> None:
+    """configs/hat_vit_*.py normalise as timm's vit_*_patch16_224 (mean = std = 0.5), as the
+    official HAT releases were trained; a release trained otherwise (a deit_* model name, or
+    explicit --mean/--std) gets the --cfg-options that evaluate it as it was trained."""
+    mean = args.get('mean')
+    if mean is None and isinstance(hint, str) and hint.startswith('deit_'):
+        mean, std = IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD  # timm's DeiT default_cfg
+    elif mean is not None:
+        std = args.get('std') or (0.5, 0.5, 0.5)
+    if mean is None or all(abs(float(m) - 0.5) < 1e-6 for m in mean):
+        return
+    px = [round(255 * float(m), 3) for m in mean], [round(255 * float(s), 3) for s in std]
+    print(f'note: {src} was trained with mean={list(mean)} std={list(std)}, while '
+          'configs/hat_vit_*.py normalise with mean = std = 0.5 (timm\'s vit_* default). '
+          f'Evaluate it with --cfg-options "data_preprocessor.mean={px[0]}" '
+          f'"data_preprocessor.std={px[1]}".', file=sys.stderr)
 
 
 def main(argv=None) -> int:

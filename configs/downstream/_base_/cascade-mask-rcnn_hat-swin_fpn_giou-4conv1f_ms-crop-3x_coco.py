@@ -22,8 +22,8 @@ _base_ = [
     'mmdet::_base_/default_runtime.py',
 ]
 
-# `hat_mm` registers CheckPretrainedKeysHook; `mmpretrain.models` registers the backbone.
-custom_imports = dict(imports=['hat_mm', 'mmpretrain.models'], allow_failed_imports=False)
+# `hat_mm` registers CheckPretrainedKeysHook (and, importing mmpretrain's models, the backbone).
+custom_imports = dict(imports=['hat_mm'], allow_failed_imports=False)
 
 # Overridden by the size-specific configs (and on the command line with
 # --cfg-options model.backbone.init_cfg.checkpoint=...).
@@ -56,7 +56,7 @@ model = dict(
         img_size=224,
         window_size=7,
         drop_path_rate=0.2,
-        out_indices=(0, 1, 2, 3),  # adds output norms norm0..norm3 (pretraining has norm3)
+        out_indices=(0, 1, 2, 3),  # output norms norm0..norm3, all built fresh (see below)
         # Always pad feature maps to whole windows and shift them, as the official detection
         # backbone does (mmpretrain's default shrinks windows for classification inputs).
         pad_small_map=True,
@@ -127,7 +127,10 @@ optim_wrapper = dict(
 auto_scale_lr = dict(enable=False, base_batch_size=16)
 
 # Stop before training when the pretrained checkpoint does not fit the backbone (missing,
-# unexpected or mis-shaped keys). The output norms of stages 0-2 are new in detection.
+# unexpected or mis-shaped keys). The output norms of stages 0-2 are new in detection, and
+# norm3 is built fresh as well: the official Swin detection backbone adds one new norm per
+# stage and does not load the classifier's final `norm` (stored as norm3 by pretraining).
 custom_hooks = [
-    dict(type='CheckPretrainedKeysHook', allow_missing=['norm0.', 'norm1.', 'norm2.']),
+    dict(type='CheckPretrainedKeysHook', allow_missing=['norm0.', 'norm1.', 'norm2.'],
+         reinit=['norm3']),
 ]
