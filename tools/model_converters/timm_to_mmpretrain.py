@@ -185,6 +185,48 @@ _SWIN_BLOCK = {
 }
 
 
+def _map_keys(state_dict: Dict[str, torch.Tensor], rename, family: str, supported: str
+              ) -> 'OrderedDict[str, torch.Tensor]':
+    """``rename(key, value) -> (new key, new value)`` for every entry; a new key of ``''``
+    drops the entry, ``None`` marks it unknown: unknown keys raise CheckpointError by name."""
+    out, unknown = OrderedDict(), []
+    for k, v in state_dict.items():
+        new, v = rename(k, v)
+        if new is None:
+            unknown.append(k)
+        elif new:
+            out[new] = v
+    if unknown:
+        raise CheckpointError(f'the {family} checkpoint has keys this converter does not '
+                              f'know: {format_names(unknown, 8)}. {supported}')
+    return out
+
+
+def _swin_key(k: str, v: torch.Tensor):
+    for old, new in (('patch_embed.proj.', 'backbone.patch_embed.projection.'),
+                     ('patch_embed.norm.', 'backbone.patch_embed.norm.'),
+                     ('norm.', 'backbone.norm3.'), ('head.', 'head.fc.')):
+        if k.startswith(old):
+            return new + k[len(old):], v
+    if re.match(r'layers\.\d+\.blocks\.\d+\.attn_mask$', k):
+        return '', v  # mmpretrain computes the mask in forward
+    m = re.match(r'layers\.(\d+)\.downsample\.(reduction\.weight|norm\.weight|norm\.bias)$', k)
+    if m:
+        permuted = v[..., merging_permutation(v.shape[-1] // 4)].contiguous()
+        return f'backbone.stages.{m.group(1)}.downsample.{m.group(2)}', permuted
+    m = re.match(r'layers\.(\d+)\.blocks\.(\d+)\.(.+)$', k)
+    if m is None:
+        return None, v
+    stage, block, rest = m.groups()
+    prefix = f'backbone.stages.{stage}.blocks.{block}.'
+    if rest in ('attn.relative_position_bias_table', 'attn.relative_position_index'):
+        return prefix + 'attn.w_msa.' + rest[len('attn.'):], v
+    name, _, param = rest.rpartition('.')
+    if name in _SWIN_BLOCK and param in ('weight', 'bias'):
+        return prefix + _SWIN_BLOCK[name] + '.' + param, v
+    return None, v
+
+
 def convert_swin(state_dict: Dict[str, torch.Tensor]) -> 'OrderedDict[str, torch.Tensor]':
     """Official (timm 0.4.x) Swin keys -> mmpretrain ``ImageClassifier`` keys.
 
@@ -193,50 +235,9 @@ def convert_swin(state_dict: Dict[str, torch.Tensor]) -> 'OrderedDict[str, torch
     """
     if describe_state_dict(state_dict).get('layout') == 'timm>=0.9':
         state_dict = swin_timm_to_official(state_dict)
-    out = OrderedDict()
-    unknown = []
-    for k, v in state_dict.items():
-        new = None
-        if k.startswith('patch_embed.proj.'):
-            new = 'backbone.patch_embed.projection.' + k[len('patch_embed.proj.'):]
-        elif k.startswith('patch_embed.norm.'):
-            new = 'backbone.' + k
-        elif k.startswith('norm.'):
-            new = 'backbone.norm3.' + k[len('norm.'):]
-        elif k.startswith('head.'):
-            new = 'head.fc.' + k[len('head.'):]
-        elif re.match(r'layers\.\d+\.blocks\.\d+\.attn_mask$', k):
-            continue
-        else:
-            m = re.match(r'layers\.(\d+)\.blocks\.(\d+)\.(.+)$', k)
-            if m:
-                stage, block, rest = m.groups()
-                prefix = f'backbone.stages.{stage}.blocks.{block}.'
-                if rest in ('attn.relative_position_bias_table',
-                            'attn.relative_position_index'):
-                    new = prefix + 'attn.w_msa.' + rest[len('attn.'):]
-                else:
-                    name, _, param = rest.rpartition('.')
-                    if name in _SWIN_BLOCK and param in ('weight', 'bias'):
-                        new = prefix + _SWIN_BLOCK[name] + '.' + param
-            m = re.match(r'layers\.(\d+)\.downsample\.(reduction\.weight|norm\.weight|'
-                         r'norm\.bias)$', k)
-            if m:
-                stage, name = m.groups()
-                in_channels = v.shape[-1] // 4
-                v = v[..., merging_permutation(in_channels)].contiguous()
-                new = f'backbone.stages.{stage}.downsample.{name}'
-        if new is None:
-            unknown.append(k)
-        else:
-            out[new] = v
-    if unknown:
-        raise CheckpointError(
-            'the Swin checkpoint has keys this converter does not know: '
-            f'{format_names(unknown, 8)}. '
-            'Only the official Swin-T/S/B classifiers (timm 0.4.x layout, no absolute '
-            'position embedding) are supported.')
-    return out
+    return _map_keys(state_dict, _swin_key, 'Swin',
+                     'Only the official Swin-T/S/B classifiers (timm 0.4.x layout, no absolute '
+                     'position embedding) are supported.')
 
 
 _VIT_BLOCK = {
@@ -245,38 +246,28 @@ _VIT_BLOCK = {
 }
 
 
+def _vit_key(k: str, v: torch.Tensor):
+    if k in ('cls_token', 'pos_embed'):
+        return 'backbone.' + k, v
+    if k.startswith('patch_embed.proj.'):
+        return 'backbone.patch_embed.projection.' + k[len('patch_embed.proj.'):], v
+    module, _, param = k.partition('.')
+    if module in ('norm', 'head') and param in ('weight', 'bias'):
+        return {'norm': 'backbone.ln1.', 'head': 'head.layers.head.'}[module] + param, v
+    m = re.match(r'blocks\.(\d+)\.(.+)\.(weight|bias)$', k)
+    if m and m.group(2) in _VIT_BLOCK:
+        return f'backbone.layers.{m.group(1)}.{_VIT_BLOCK[m.group(2)]}.{m.group(3)}', v
+    return None, v
+
+
 def convert_vit(state_dict: Dict[str, torch.Tensor]) -> 'OrderedDict[str, torch.Tensor]':
     """timm (DeiT / ViT) keys -> mmpretrain ``VisionTransformer`` + ``VisionTransformerClsHead``.
 
     Unknown keys (``dist_token``, ``head_dist``, ``pre_logits`` ...) raise CheckpointError.
     """
-    out = OrderedDict()
-    unknown = []
-    for k, v in state_dict.items():
-        new = None
-        if k in ('cls_token', 'pos_embed'):
-            new = 'backbone.' + k
-        elif k.startswith('patch_embed.proj.'):
-            new = 'backbone.patch_embed.projection.' + k[len('patch_embed.proj.'):]
-        elif k in ('norm.weight', 'norm.bias'):
-            new = 'backbone.ln1.' + k[len('norm.'):]
-        elif k in ('head.weight', 'head.bias'):
-            new = 'head.layers.head.' + k[len('head.'):]
-        else:
-            m = re.match(r'blocks\.(\d+)\.(.+)\.(weight|bias)$', k)
-            if m and m.group(2) in _VIT_BLOCK:
-                new = f'backbone.layers.{m.group(1)}.{_VIT_BLOCK[m.group(2)]}.{m.group(3)}'
-        if new is None:
-            unknown.append(k)
-        else:
-            out[new] = v
-    if unknown:
-        raise CheckpointError(
-            'the ViT checkpoint has keys this converter does not know: '
-            f'{format_names(unknown, 8)}. '
-            'Only plain DeiT/ViT-T/S/B classifiers are supported (no distillation token, '
-            'no pre-logits layer).')
-    return out
+    return _map_keys(state_dict, _vit_key, 'ViT',
+                     'Only plain DeiT/ViT-T/S/B classifiers are supported (no distillation '
+                     'token, no pre-logits layer).')
 
 
 # ----------------------------------------------------------------------------- target model
