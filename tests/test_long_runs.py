@@ -181,6 +181,71 @@ def test_full_disk_keeps_the_previous_checkpoint(digits_root, tmp_path, monkeypa
     _assert_good_checkpoint(tmp_path / 'epoch_1.pth', epoch=1)
 
 
+@HOOKS.register_module(force=True)
+class _FillDisk(Hook):
+    """Test hook: after the first checkpoint, other data fill the disk but for half of it."""
+    priority = 'LOWEST'  # after the checkpoint is written
+
+    def after_train_epoch(self, runner):
+        if runner.epoch == 0:
+            out = os.path.join(runner.work_dir, 'epoch_1.pth')
+            disk = os.statvfs(out)
+            left = disk.f_bavail * disk.f_frsize - os.path.getsize(out) // 2
+            with open(os.path.join(os.path.dirname(out), 'other_data'), 'wb') as f:
+                f.truncate(0)
+                f.write(b'\0' * max(left, 0))
+
+
+_ON_SMALL_DISK = r"""
+import json, os, sys
+sys.path.insert(0, {root!r})
+from hat_mm.engine import HATRunner
+from tests.test_long_runs import _cfg
+work = {work!r}
+try:
+    HATRunner.from_cfg(_cfg({digits!r}, work, max_epochs=2,
+                            hooks=[dict(type='_FillDisk')])).train()
+    error = None
+except OSError as e:
+    error = str(e)
+result = dict(error=error, files=sorted(os.listdir(work)),
+              last=open(os.path.join(work, 'last_checkpoint')).read())
+import torch
+result['epoch'] = torch.load(os.path.join(work, 'epoch_1.pth'))['meta']['epoch']
+print('RESULT', json.dumps(result))
+"""
+
+
+def _can_mount_tmpfs():
+    try:
+        return subprocess.run(['unshare', '-rm', 'sh', '-c', 'mount -t tmpfs -o size=64k tmpfs '
+                               '"$(mktemp -d)"'], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason='needs `unshare -rm` to mount a tmpfs')
+def test_really_full_disk_keeps_the_previous_checkpoint(digits_root, tmp_path):
+    """The work dir on a 64 MB tmpfs that other data fill after the first checkpoint."""
+    import json
+    work = tmp_path / 'work'
+    work.mkdir()
+    script = _ON_SMALL_DISK.format(root=ROOT, work=str(work), digits=digits_root)
+    res = subprocess.run(['unshare', '-rm', 'sh', '-c', 'mount -t tmpfs -o size=64m tmpfs "$1" '
+                          '&& exec "$2" -c "$3"', 'sh', str(work), sys.executable, script],
+                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         timeout=600, env=dict(os.environ, OMP_NUM_THREADS='1'))
+    line = next((x for x in res.stdout.splitlines() if x.startswith('RESULT ')), None)
+    assert line, res.stdout[-3000:]
+    result = json.loads(line[len('RESULT '):])
+    assert result['error'].endswith(f'could not write {work / "epoch_2.pth"} (No space left on '
+                                    f'device); the partial file was removed and '
+                                    f'{work / "epoch_2.pth"} is unchanged')
+    pth = [f for f in result['files'] if 'pth' in f]
+    assert pth == ['epoch_1.pth']  # no partial file, the previous checkpoint kept
+    assert result['last'] == str(work / 'epoch_1.pth') and result['epoch'] == 1
+
+
 _KILLED_MID_SAVE = r'''
 import builtins, io, os, sys, time
 sys.path.insert(0, {root!r})
