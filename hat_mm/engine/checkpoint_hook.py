@@ -36,11 +36,9 @@ class AtomicLocalBackend(LocalBackend):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._pending = None  # paths to remove once the current save is complete
-        self._written = set()
 
     def put(self, obj: bytes, filepath) -> None:
         write_atomically(str(filepath), obj)
-        self._written.add(str(filepath))
 
     def put_text(self, obj: str, filepath, encoding: str = 'utf-8') -> None:
         self.put(obj.encode(encoding), filepath)
@@ -52,15 +50,11 @@ class AtomicLocalBackend(LocalBackend):
             self._pending.append(str(filepath))
 
     @contextmanager
-    def removals_after_writes(self):
-        """Removals requested inside the block happen after it, only if it succeeded, and
-        never hit a file written inside it."""
-        self._pending, self._written = [], set()
+    def removals_deferred(self):
+        """Collects the removals requested inside the block instead of doing them."""
+        self._pending = []
         try:
-            yield
-            for path in self._pending:
-                if path not in self._written and osp.isfile(path):
-                    super().remove(path)
+            yield self._pending
         finally:
             self._pending = None
 
@@ -120,5 +114,11 @@ class SafeCheckpointHook(CheckpointHook):
         if not self.save_best or not self._atomic:
             return super()._save_best_checkpoint(runner, metrics)
         self._refuse_non_finite(runner, 'the best checkpoint')
-        with self.file_backend.removals_after_writes():  # the previous best goes last
+        with self.file_backend.removals_deferred() as outdated:
             super()._save_best_checkpoint(runner, metrics)
+        # the previous best goes only now, and never a file that is in use again
+        keep = {str(p) for p in [self.last_ckpt, getattr(self, 'best_ckpt_path', None),
+                                 *getattr(self, 'best_ckpt_path_dict', {}).values()] if p}
+        for path in outdated:
+            if path not in keep and self.file_backend.isfile(path):
+                self.file_backend.remove(path)
