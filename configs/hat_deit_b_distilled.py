@@ -2,8 +2,8 @@
 # distillation from a RegNetY-16GF teacher (paper: 84.3 top-1; release
 # hat_deit_base_distilled_patch16_224.pth.tar), the official `train_kd.py` setting.
 # Needs the trained teacher: DeiT's RegNetY-16GF weights (regnety_160-a5fe301d.pth, a timm
-# regnety_160; `teacher_checkpoint` below) -- or any mmpretrain/timm classifier, through
-# model.distillation.teacher (a model config) or .teacher_config (a config file). The teacher
+# regnety_160; `teacher.checkpoint` below) -- or any mmpretrain/timm classifier, through
+# model.teacher.model (a model config) or model.teacher.config (a config file). The teacher
 # sees the same normalised input as the student (ImageNet mean/std, as in DeiT), perturbed by
 # HAT's delta_k, is frozen, in eval mode, and is not saved in the checkpoints
 # (hat_mm/models/distillation.py).
@@ -27,14 +27,12 @@ _base_ = [
 model = dict(
     type='DistilledImageClassifier',  # HATRunner: -> HATDistilledImageClassifier
     backbone=dict(drop_path_rate=0.1),
-    distillation=dict(
-        type='hard',
-        alpha=0.5,
-        tau=1.0,
-        teacher=dict(type='TimmClassifier', model_name='regnety_160', pretrained=False,
-                     num_classes=1000),
-        teacher_checkpoint='checkpoints/regnety_160-a5fe301d.pth',
-    ),
+    distillation_loss=dict(type='DistillationLoss', distillation_type='hard', alpha=0.5,
+                           tau=1.0),
+    teacher=dict(
+        model=dict(type='TimmClassifier', model_name='regnety_160', pretrained=False,
+                   num_classes=1000),
+        checkpoint='checkpoints/regnety_160-a5fe301d.pth'),
 )
 train_dataloader = dict(batch_size=128)  # per GPU; 8 GPUs -> 1024
 

@@ -1,4 +1,4 @@
-"""The HAT update, in one place (SPEC section 1; Bai et al., ECCV 2022).
+"""The HAT update, in one place (Bai et al., ECCV 2022; the contract: docs/hat_update.md).
 
 One training iteration in the adversarial phase, on a batch ``x`` (already normalised and
 mixed by the data preprocessor) with targets ``y``:
@@ -128,6 +128,7 @@ def hat_backward(forward: Callable[[Tensor], Tensor],
                  with_kl: bool = True,
                  no_sync: Optional[Callable[[], ContextManager]] = None,
                  logits_of: Callable[[object], Tensor] = lambda out: out,
+                 kl_loss: Optional[Callable[[Tensor, Tensor], Tensor]] = None,
                  ) -> Tuple[Dict[str, Tensor], List[Tensor]]:
     """Run the K forward/backward passes of HAT; parameter gradients accumulate.
 
@@ -147,6 +148,8 @@ def hat_backward(forward: Callable[[Tensor], Tensor],
         no_sync: context manager factory that suspends the gradient all-reduce (DDP's
             ``no_sync``); used for the first K-1 passes so one all-reduce is done per step.
         logits_of: picks the logits (for the KL term) out of a model output.
+        kl_loss: ``(logits, p_c) -> KL_k``, default :func:`symmetric_kl` (the classifiers
+            pass their ``SymmetricKLLoss``).
 
     Returns:
         ``(log_vars, deltas)``: detached loss terms for logging, and the perturbations
@@ -157,6 +160,9 @@ def hat_backward(forward: Callable[[Tensor], Tensor],
         raise ValueError(f'num_iters must be >= 1, got {K}')
     if K > 1 and not with_kl:
         raise ValueError('the adversarial passes (num_iters > 1) need the KL term')
+    if kl_loss is None:
+        def kl_loss(logits, p_c):
+            return symmetric_kl(p_c, logits)
     eps, alpha = hat.adv_eps, hat.adv_lr
     w_kl, w_ce = hat.adv_kl_weight, hat.adv_ce_weight
 
@@ -181,7 +187,7 @@ def hat_backward(forward: Callable[[Tensor], Tensor],
                             high_pass(delta, hat.high_pass_radius))
             out = forward(x_k)
             ce = classification_loss(out, x_k)
-            kl = symmetric_kl(p_clean, logits_of(out)) if with_kl else None
+            kl = kl_loss(logits_of(out), p_clean) if with_kl else None
             if k == 0:
                 loss = ce + w_kl * kl if with_kl else ce
             else:

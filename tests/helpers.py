@@ -9,7 +9,7 @@ EPS, ALPHA, W_KL, W_CE = 2 / 255, 1 / 255, 0.01, 3.0  # the official HAT default
 
 def reference_hat_loop(forward, ce, x, params, K, logits=lambda out: out, eps=EPS,
                        alpha=ALPHA, w_kl=W_KL, w_ce=W_CE):
-    """SPEC section 1 written out with plain torch, independent of hat_mm.
+    """docs/hat_update.md written out with plain torch, independent of hat_mm.
 
     ``forward(v)`` is the model's train-mode output on ``v``, ``ce(output, v)`` the
     classification loss ``CE_k`` of it, ``logits(output)`` the logits the KL compares.

@@ -188,20 +188,23 @@ def test_corruption_error_is_sum_over_severities_over_alexnet_sum():
     assert out['skipped'] == ['speckle_noise']
 
 
-def test_imagenet_c_metric_reads_corruption_from_path_without_metainfo():
+def test_imagenet_c_metric_reads_corruption_and_severity_from_the_dataset():
+    """One source: the metainfo the ImageNetC dataset sets (not the image path)."""
     from hat_mm.evaluation import ImageNetCMetric
     metric = ImageNetCMetric()
+    with pytest.raises(KeyError, match="type='ImageNetC'"):
+        metric.process({}, [_sample([1.0, 0.0], 0, img_path='/d/fog/3/n01440764/a.JPEG')])
     metric.process({}, [
-        _sample([1.0, 0.0], 0, img_path='/d/imagenet-c/fog/3/n01440764/a.JPEG'),
-        _sample([1.0, 0.0], 1, img_path='/d/imagenet-c/fog/3/n01443537/b.JPEG')])
+        _sample([1.0, 0.0], 0, corruption='fog', severity=3),
+        _sample([1.0, 0.0], 1, corruption='fog', severity=3)])
     m = metric.compute_metrics(metric.results)
     assert m['top1_fog'] == pytest.approx(50.0)
     assert m['CE_fog'] == pytest.approx(100 * 0.5 / 0.819324)
 
 
 def test_200_class_lists():
-    from hat_mm.evaluation import (IMAGENET_A_INDICES, IMAGENET_A_WNIDS, IMAGENET_R_INDICES,
-                                   IMAGENET_R_WNIDS)
+    from hat_mm.datasets import (IMAGENET_A_INDICES, IMAGENET_A_WNIDS, IMAGENET_R_INDICES,
+                                 IMAGENET_R_WNIDS)
     for idx, wnids in ((IMAGENET_A_INDICES, IMAGENET_A_WNIDS),
                        (IMAGENET_R_INDICES, IMAGENET_R_WNIDS)):
         assert len(idx) == len(set(idx)) == 200 and list(idx) == sorted(idx)
@@ -216,7 +219,8 @@ def test_200_class_lists():
 
 
 def test_200_class_restriction_against_hand_computation():
-    from hat_mm.evaluation import IMAGENET_A_INDICES, SubsetAccuracy, restrict_to_subset
+    from hat_mm.datasets import IMAGENET_A_INDICES
+    from hat_mm.evaluation import SubsetAccuracy, restrict_to_subset
     a0, a1, a2 = IMAGENET_A_INDICES[:3]  # 1000-class indices 6, 11, 13
     assert (a0, a1, a2) == (6, 11, 13)
 
@@ -250,7 +254,7 @@ def test_200_class_restriction_against_hand_computation():
 
 
 def test_wnid_folder_dataset_labels_by_the_wnid_list(tmp_path):
-    from hat_mm.evaluation import IMAGENET_R_WNIDS
+    from hat_mm.datasets import IMAGENET_R_WNIDS
     from mmengine.registry import init_default_scope
     from mmpretrain.registry import DATASETS
     init_default_scope('mmpretrain')
@@ -380,7 +384,7 @@ def test_imagenet_c_through_tools_test(digits_root, checkpoints, tmp_path):
     # the data set labels by sorted class folder and hands corruption/severity to the metric
     from mmengine.registry import init_default_scope
     from mmpretrain.registry import DATASETS
-    import hat_mm.evaluation  # noqa: F401
+    import hat_mm  # noqa: F401
     init_default_scope('mmpretrain')
     ds = DATASETS.build(dict(type='ImageNetC', data_root=str(root), num_classes=10,
                              severities=(1, 2), pipeline=[dict(type='LoadImageFromFile'),
@@ -394,7 +398,6 @@ def test_imagenet_c_through_tools_test(digits_root, checkpoints, tmp_path):
     config = tmp_path / 'demo_imagenet_c.py'
     config.write_text(f"""
 _base_ = [{DEMO_CONFIG!r}]
-custom_imports = dict(imports=['hat_mm', 'hat_mm.evaluation'], allow_failed_imports=False)
 test_dataloader = dict(
     batch_size=16, num_workers=0, persistent_workers=False,
     dataset=dict(_delete_=True, type='ImageNetC', data_root={str(root)!r}, num_classes=10,

@@ -1,4 +1,4 @@
-"""COCO transfer configs (SPEC section 3): Cascade Mask R-CNN with a HAT-pretrained Swin.
+"""COCO transfer configs (the paper's COCO rows): Cascade Mask R-CNN with a HAT-pretrained Swin.
 
 - every config loads, builds with mmdet's registries, has the paper's parameter count and the
   official recipe (GIoU 4conv1fc heads, AdamW, 3x schedule, the two augmentation policies);
@@ -22,11 +22,13 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
+from tools.tiny_run_options import coco_options
+
 from .runner_utils import ROOT, run_tool
 
 ARCHS = ('t', 's', 'b')
-# SPEC section 3 table: parameters of the whole detector (millions).
-SPEC_PARAMS_M = dict(t=86, s=107, b=145)
+# the paper's COCO table: parameters of the whole detector (millions).
+PAPER_PARAMS_M = dict(t=86, s=107, b=145)
 EMBED_DIMS = dict(t=96, s=96, b=128)
 DROP_PATH = dict(t=0.2, s=0.2, b=0.3)
 SWIN_ARCH = dict(t='tiny', s='small', b='base')
@@ -93,40 +95,6 @@ def hat_ckpt(tmp_path_factory):
     yield get
     for path in paths.values():  # 110-350 MB each; pytest keeps its last temp dirs
         os.remove(path)
-
-
-def tiny_run_options(data_root, pretrained=None):
-    """--cfg-options that point a detection config at the tiny data and make it small."""
-    ann = osp.join(data_root, 'annotations', 'instances_val2017.json')
-    opts = [f'{split}_dataloader.dataset.data_root={data_root}'
-            for split in ('train', 'val', 'test')]
-    opts += [f'val_evaluator.ann_file={ann}', f'test_evaluator.ann_file={ann}']
-    for split in ('train', 'val', 'test'):
-        opts += [f'{split}_dataloader.num_workers=0',
-                 f'{split}_dataloader.persistent_workers=False']
-    opts += ['train_dataloader.batch_size=2', 'train_dataloader.dataset.indices=4',
-             'val_dataloader.dataset.indices=2', 'test_dataloader.dataset.indices=2']
-    # Both augmentation policies, at 1/6 of the real scales (pipeline indices: 0 load,
-    # 1 annotations, 2 flip, 3 RandomChoice; test pipeline: 0 load, 1 resize).
-    policy = 'train_dataloader.dataset.pipeline.3.transforms'
-    opts += [f'{policy}.0.0.scales=[(192,112),(192,128)]',
-             f'{policy}.1.0.scales=[(192,112)]',
-             f'{policy}.1.1.crop_size=(80,112)',
-             f'{policy}.1.2.scales=[(192,112),(192,128)]',
-             'val_dataloader.dataset.pipeline.1.scale=(192,128)',
-             'test_dataloader.dataset.pipeline.1.scale=(192,128)']
-    # Fewer proposals / RoIs; keep every detection of the untrained model (score_thr 0), so
-    # that COCO evaluation has results to score.
-    opts += ['model.train_cfg.rpn_proposal.max_per_img=32',
-             *[f'model.train_cfg.rcnn.{i}.sampler.num=16' for i in range(3)],
-             'model.test_cfg.rpn.max_per_img=16', 'model.test_cfg.rcnn.score_thr=0.0',
-             'model.test_cfg.rcnn.max_per_img=10']
-    opts += ['train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
-             'default_hooks.logger.interval=1',
-             'default_hooks.checkpoint.save_optimizer=False']
-    opts.append('model.backbone.init_cfg=None' if pretrained is None else
-                f'model.backbone.init_cfg.checkpoint={pretrained}')
-    return opts
 
 
 def run(args):
@@ -228,7 +196,7 @@ def test_config_builds_with_spec_params_and_recipe(arch):
     model = build_detector(cfg)
     assert type(model.backbone).__module__.startswith('mmpretrain.')
     n = sum(p.numel() for p in model.parameters())
-    assert abs(n - SPEC_PARAMS_M[arch] * 1e6) < 1e6, f'{n / 1e6:.2f}M parameters'
+    assert abs(n - PAPER_PARAMS_M[arch] * 1e6) < 1e6, f'{n / 1e6:.2f}M parameters'
     convs = model.roi_head.bbox_head[0]
     assert len(convs.shared_convs) == 4 and len(convs.shared_fcs) == 1
 
@@ -328,7 +296,7 @@ def test_train_then_test_from_hat_checkpoint(arch, tiny_coco, hat_ckpt, tmp_path
     ckpt = hat_ckpt(arch)
     work = tmp_path / 'work'
     res = run(['tools/train.py', config, '--work-dir', str(work), '--cfg-options',
-               *tiny_run_options(tiny_coco, pretrained=ckpt)])
+               *coco_options(tiny_coco, pretrained=ckpt)])
     out = res.stdout
     assert res.returncode == 0, out[-6000:]
     assert (f'model.backbone: every weight matches the pretrained checkpoint {ckpt} '
@@ -356,7 +324,7 @@ def test_train_then_test_from_hat_checkpoint(arch, tiny_coco, hat_ckpt, tmp_path
     metrics_file = tmp_path / 'metrics.json'
     try:
         res = run(['tools/test.py', config, str(trained), '--work-dir', str(tmp_path / 'test'),
-                   '--out', str(metrics_file), '--cfg-options', *tiny_run_options(tiny_coco)])
+                   '--out', str(metrics_file), '--cfg-options', *coco_options(tiny_coco)])
         assert res.returncode == 0, res.stdout[-6000:]
     finally:
         trained.unlink()  # 340-580 MB
@@ -375,7 +343,7 @@ def test_mismatched_pretrained_checkpoint_stops_training(tiny_coco, hat_ckpt, tm
     torch.save({'state_dict': state, 'meta': {}}, bad)
     work = tmp_path / 'work'
     res = run(['tools/train.py', det_config('t'), '--work-dir', str(work), '--cfg-options',
-               *tiny_run_options(tiny_coco, pretrained=str(bad))])
+               *coco_options(tiny_coco, pretrained=str(bad))])
     bad.unlink()
     out = res.stdout
     assert res.returncode != 0

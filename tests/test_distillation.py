@@ -1,4 +1,4 @@
-"""DeiT-B distilled + HAT (SPEC section 1, distillation variant): the config, the release
+"""DeiT-B distilled + HAT (docs/hat_update.md, distillation variant): the config, the release
 checkpoint, the frozen teacher, and the HAT update against a plain-PyTorch reference."""
 import argparse
 import copy
@@ -37,9 +37,10 @@ def test_deit_distilled_config():
     assert cfg.model.backbone.type == 'DistilledVisionTransformer'
     assert cfg.model.backbone.arch == 'deit-base' and cfg.model.backbone.drop_path_rate == 0.1
     assert cfg.model.head.type == 'DeiTClsHead'
-    d = cfg.model.distillation
-    assert (d.type, d.alpha, d.tau) == ('hard', 0.5, 1.0)
-    assert d.teacher.model_name == 'regnety_160'  # RegNetY-16GF, DeiT's teacher
+    d = cfg.model.distillation_loss
+    assert (d.type, d.distillation_type, d.alpha, d.tau) == ('DistillationLoss', 'hard', 0.5,
+                                                              1.0)
+    assert cfg.model.teacher.model.model_name == 'regnety_160'  # RegNetY-16GF, DeiT's
     assert cfg.train_dataloader.batch_size == 128
     assert cfg.optim_wrapper.optimizer.lr == 1e-3 and cfg.optim_wrapper.clip_grad is None
     assert cfg.optim_wrapper.optimizer.weight_decay == 0.05
@@ -117,8 +118,9 @@ def _tiny_cfgs(digits_root, tmp_path, kind, K=3):
     cfg.model.backbone.drop_path_rate = 0.0
     cfg.model.head.type = 'DeiTClsHead'
     cfg.model.head.in_channels = 32
-    cfg.model.distillation = dict(type=kind, alpha=0.5, tau=2.0 if kind == 'soft' else 1.0,
-                                  teacher=teacher_model_cfg, teacher_checkpoint=ckpt)
+    cfg.model.distillation_loss = dict(type='DistillationLoss', distillation_type=kind,
+                                       alpha=0.5, tau=2.0 if kind == 'soft' else 1.0)
+    cfg.model.teacher = dict(model=teacher_model_cfg, checkpoint=ckpt)
     cfg.model.data_preprocessor = cfg.data_preprocessor
     cfg.hat = dict(cfg.hat, adv_iters=K)
     cfg.train_dataloader.dataset.data_root = digits_root
@@ -136,7 +138,7 @@ def _demo_batch(cfg, n=8, seed=0):
 
 
 def reference_hat_kd(student, teacher, x, target, kind, K, alpha=0.5, tau=1.0, C=10):
-    """SPEC section 1 with DeiT's distillation loss as CE_k, the teacher fed x + delta_k."""
+    """docs/hat_update.md with DeiT's distillation loss as CE_k, the teacher fed x + delta_k."""
     params = [p for p in student.parameters() if p.requires_grad]
     y = target * 0.9 + 0.1 / C  # LabelSmoothLoss(0.1, 'original') on the mixup targets
 
@@ -172,7 +174,7 @@ def test_hat_distillation_matches_reference(digits_root, tmp_path, kind):
     model.set_hat_phase(True)
     ref = copy.deepcopy(model)
     teacher.eval()
-    tau = cfg.model.distillation.tau
+    tau = cfg.model.distillation_loss.tau
 
     def seeded():
         np.random.seed(123)
@@ -257,7 +259,7 @@ def test_teacher_is_not_saved_and_checkpoints_reload(digits_root, tmp_path):
 def test_missing_teacher_checkpoint_is_named(digits_root, tmp_path):
     from mmpretrain.registry import MODELS
     cfg, _ = _tiny_cfgs(digits_root, tmp_path, 'hard', K=2)
-    cfg.model.distillation.teacher_checkpoint = str(tmp_path / 'nope.pth')
+    cfg.model.teacher.checkpoint = str(tmp_path / 'nope.pth')
     model = MODELS.build(cfg.model)  # building does not need the teacher
     model.train()
     with pytest.raises(Exception, match='nope.pth'):
@@ -273,19 +275,17 @@ def test_train_and_test_tools_with_teacher(digits_root, tmp_path):
 
     from .runner_utils import run_tool, small_run_options, train
     cfg, _ = _tiny_cfgs(digits_root, tmp_path, 'hard')
-    d = cfg.model.distillation
+    t = cfg.model.teacher
     config = tmp_path / 'tiny_deit_distilled_digits.py'
     config.write_text(f'''
 _base_ = [{DEMO_CONFIG!r}]
-custom_imports = dict(imports=['hat_mm', 'hat_mm.models.distillation'],
-                      allow_failed_imports=False)
 model = dict(
     type='DistilledImageClassifier',
     backbone=dict(type='DistilledVisionTransformer', arch={cfg.model.backbone.arch.to_dict()!r},
                   drop_path_rate=0.0),
     head=dict(type='DeiTClsHead', in_channels=32),
-    distillation=dict(type='hard', alpha=0.5, tau=1.0, teacher={d.teacher.to_dict()!r},
-                      teacher_checkpoint={d.teacher_checkpoint!r}))
+    distillation_loss=dict(type='DistillationLoss', distillation_type='hard'),
+    teacher=dict(model={t.model.to_dict()!r}, checkpoint={t.checkpoint!r}))
 ''')
     work = tmp_path / 'work'
     options = small_run_options(digits_root, train_images=32, val_images=32, epochs=1)
@@ -301,6 +301,6 @@ model = dict(
     metrics_file = tmp_path / 'metrics.json'
     res = run_tool([sys.executable, 'tools/test.py', str(config), str(ckpt), '--work-dir',
                     str(tmp_path / 'test'), '--out', str(metrics_file), '--cfg-options',
-                    *options, 'model.distillation.teacher_checkpoint=/nonexistent.pth'])
+                    *options, 'model.teacher.checkpoint=/nonexistent.pth'])
     assert res.returncode == 0, res.stdout[-4000:]  # evaluation never loads the teacher
     assert 0.0 <= json.loads(metrics_file.read_text())['accuracy/top1'] <= 100.0

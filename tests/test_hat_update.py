@@ -1,4 +1,4 @@
-"""The HAT update against an independent plain-PyTorch reference (SPEC section 1)."""
+"""The HAT update against an independent plain-PyTorch reference (docs/hat_update.md)."""
 import copy
 
 import pytest
@@ -14,7 +14,7 @@ from .helpers import (ALPHA, EPS, NUM_CLASSES, W_CE, W_KL, random_batch,
 
 def reference_hat(model, x, target, K, loss_kind, eps=EPS, alpha=ALPHA, w_kl=W_KL,
                   w_ce=W_CE):
-    """SPEC section 1 written out with plain torch; returns (param grads, deltas used)."""
+    """docs/hat_update.md written out with plain torch; returns (param grads, deltas used)."""
     params = [p for p in model.parameters() if p.requires_grad]
 
     def ce(z):

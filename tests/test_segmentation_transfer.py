@@ -1,4 +1,4 @@
-"""ADE20K / UperNet transfer of HAT-pretrained Swin backbones (SPEC section 3).
+"""ADE20K / UperNet transfer of HAT-pretrained Swin backbones (the paper's ADE20K rows).
 
 The three configs inherit mmseg's port of the official Swin segmentation configs and swap in
 mmpretrain's SwinTransformer (the implementation pretraining trains). Checked here: the
@@ -24,13 +24,13 @@ from PIL import Image
 import hat_mm  # noqa: F401  (registers CheckPretrainedKeysHook and the HAT classifier)
 from hat_mm.engine import apply_hat, compare_with_checkpoint
 from tools.dataset_converters.make_tiny_ade20k import class_color, make_tiny_ade20k
+from tools.tiny_run_options import ADE20K_TTA_RATIOS, ade20k_options, ade20k_tta_options
 
 from .runner_utils import ROOT, run_tool
 
-# SPEC section 3: params (M); embed dims C; mmpretrain arch
+# the paper's ADE20K table: params (M); embed dims C; mmpretrain arch
 PAPER = {'t': (60, 96, 'tiny'), 's': (81, 96, 'small'), 'b': (121, 128, 'base')}
 OUTPUT_NORMS = ['norm0.', 'norm1.', 'norm2.']  # stage 0-2 output norms, new in dense tasks
-TTA_RATIOS = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
 TINY_SIZE = (96, 128)  # (h, w) of the synthetic images
 
 
@@ -55,27 +55,6 @@ def build_segmentor(cfg):
     registry = seg_models()
     with DefaultScope.overwrite_default_scope('mmseg'):
         return registry.build(copy.deepcopy(cfg.model))
-
-
-def tiny_options(data_root, checkpoint=None):
-    """--cfg-options for a 2-iteration CPU run on the tiny data set (64x64 crops)."""
-    opts = []
-    for split in ('train', 'val', 'test'):
-        opts += [f'{split}_dataloader.dataset.data_root={data_root}',
-                 f'{split}_dataloader.num_workers=0',
-                 f'{split}_dataloader.persistent_workers=False']
-    opts += [
-        'train_dataloader.batch_size=2',
-        'train_dataloader.dataset.pipeline.2.scale=(256,64)',  # RandomResize
-        'train_dataloader.dataset.pipeline.3.crop_size=(64,64)',  # RandomCrop
-        'model.data_preprocessor.size=(64,64)',
-        'val_dataloader.dataset.pipeline.1.scale=(256,64)',  # Resize
-        'test_dataloader.dataset.pipeline.1.scale=(256,64)',
-        'train_cfg.max_iters=2', 'train_cfg.val_interval=2', 'default_hooks.logger.interval=1',
-    ]
-    if checkpoint is not None:
-        opts.append(f'model.backbone.init_cfg.checkpoint={checkpoint}')
-    return opts
 
 
 @pytest.fixture(scope='session')
@@ -188,7 +167,7 @@ def test_config_settings_and_params(size):
     # data: 512x512 crops, 2 images per GPU (x 8 GPUs = 16), whole-image test at 2048x512
     assert cfg.crop_size == (512, 512) and cfg.model.data_preprocessor.size == (512, 512)
     train_types = [t.type for t in cfg.train_dataloader.dataset.pipeline]
-    assert train_types[2:4] == ['RandomResize', 'RandomCrop']  # indices used by tiny_options
+    assert train_types[2:4] == ['RandomResize', 'RandomCrop']  # indices used by ade20k_options
     assert cfg.train_dataloader.dataset.pipeline[3].crop_size == (512, 512)
     assert cfg.train_dataloader.dataset.pipeline[2].scale == (2048, 512)
     assert cfg.train_dataloader.batch_size == 2
@@ -211,7 +190,7 @@ def test_config_settings_and_params(size):
     tta = cfg.tta_pipeline[1]
     assert tta.type == 'TestTimeAug'
     assert [t.scale for t in tta.transforms[0]] == [(int(2048 * r), int(512 * r))
-                                                    for r in TTA_RATIOS]
+                                                    for r in ADE20K_TTA_RATIOS]
     assert all(t.keep_ratio for t in tta.transforms[0])
     assert [(t.type, t.prob) for t in tta.transforms[1]] == [('RandomFlip', 0.0),
                                                              ('RandomFlip', 1.0)]
@@ -220,7 +199,7 @@ def test_config_settings_and_params(size):
     from mmpretrain.models import SwinTransformer
     assert type(model.backbone) is SwinTransformer
     n = sum(p.numel() for p in model.parameters()) / 1e6
-    assert abs(n - params_m) <= 1.0, f'Swin-{size.upper()}: {n:.2f}M params, SPEC {params_m}M'
+    assert abs(n - params_m) <= 1.0, f'Swin-{size.upper()}: {n:.2f}M params, paper {params_m}M'
 
     # the no-decay keys hit mmpretrain's parameter names
     from mmengine.optim import build_optim_wrapper
@@ -322,7 +301,7 @@ def test_swin_t_train_and_test_on_tiny_ade20k(tiny_ade, hat_checkpoint, tmp_path
     ckpt_path = hat_checkpoint('t')
     work = tmp_path / 'work'
     res = run_tool([sys.executable, 'tools/train.py', config, '--work-dir', str(work),
-                    '--cfg-options', *tiny_options(tiny_ade, ckpt_path)], timeout=900)
+                    '--cfg-options', *ade20k_options(tiny_ade, ckpt_path)], timeout=900)
     out = res.stdout
     assert res.returncode == 0, out[-4000:]
     assert 'model.backbone: every weight matches the pretrained checkpoint' in out
@@ -343,14 +322,14 @@ def test_swin_t_train_and_test_on_tiny_ade20k(tiny_ade, hat_checkpoint, tmp_path
     metrics_file = tmp_path / 'ss.json'
     res = run_tool([sys.executable, 'tools/test.py', config, str(trained), '--work-dir',
                     str(tmp_path / 'test_ss'), '--out', str(metrics_file), '--cfg-options',
-                    *tiny_options(tiny_ade)], timeout=600)
+                    *ade20k_options(tiny_ade)], timeout=600)
     assert res.returncode == 0, res.stdout[-4000:]
     metrics = json.loads(metrics_file.read_text())
     assert math.isfinite(metrics['mIoU']) and 0.0 <= metrics['mIoU'] <= 100.0
     assert 'Test results of' in res.stdout and 'mIoU:' in res.stdout
 
     # multi-scale + flip: tools/test.py --tta (tta_model + tta_pipeline of the config), the
-    # six scales shrunk as tiny_options shrinks the single one (2048x512 -> 256x64)
+    # six scales shrunk as ade20k_options shrinks the single one (2048x512 -> 256x64)
     from mmseg.models import SegTTAModel
     from tools.test import main as test_main
     views, shapes = [], set()
@@ -366,12 +345,10 @@ def test_swin_t_train_and_test_on_tiny_ade20k(tiny_ade, hat_checkpoint, tmp_path
     # to this test (later tests build mmpretrain models without a scope)
     monkeypatch.setattr(DefaultScope, '_instance_dict',
                         OrderedDict(DefaultScope._instance_dict))
-    ms_options = [f'tta_pipeline.1.transforms.0.{i}.scale=({int(256 * r)},{int(64 * r)})'
-                  for i, r in enumerate(TTA_RATIOS)]
     metrics_file = tmp_path / 'ms.json'
     metrics = test_main([config, str(trained), '--tta', '--work-dir', str(tmp_path / 'test_ms'),
-                         '--out', str(metrics_file), '--cfg-options', *tiny_options(tiny_ade),
-                         *ms_options])
+                         '--out', str(metrics_file), '--cfg-options', *ade20k_options(tiny_ade),
+                         *ade20k_tta_options()])
     assert views == [12, 12]  # 2 images x 6 scales x 2 flips
     # short side 64 * ratio (the 96x128 images fit 256x64 * ratio), with and without flip
     assert sorted({shape[0] for shape, _ in shapes}) == [32, 48, 64, 80, 96, 112]

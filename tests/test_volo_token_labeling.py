@@ -56,8 +56,9 @@ def test_volo_config(name):
     assert (hat.adv_iters, hat.adv_epochs, hat.adv_kl_weight, hat.adv_ce_weight) == \
         (3, 200, 0.01, 3.0)
     assert cfg.model.model_name == timm_name and cfg.model.drop_path_rate == dp
-    assert cfg.model.token_label == dict(dense_weight=0.5, cls_weight=1.0, ground_truth=gt,
-                                         mix_token=True)
+    assert cfg.model.token_label_loss == dict(type='TokenLabelLoss', dense_weight=0.5,
+                                              cls_weight=1.0, ground_truth=gt)
+    assert cfg.model.mix_token is True
     pre = cfg.model.data_preprocessor
     assert pre.label_size == label_size == img // 16
     assert (pre.mixup_alpha, pre.cutmix_alpha, pre.label_smoothing) == (0.8, 1.0, 0.1)
@@ -135,7 +136,7 @@ def test_volo_release_checkpoint_reproduces_timm_logits(tmp_path):
 
 def test_dense_targets_follow_crop_and_flip():
     """roi_align over the crop box, per-token targets row-major, flips applied to the crop."""
-    from hat_mm.models.token_labeling import dense_token_targets, topk_to_dense
+    from hat_mm.models.token_label_targets import dense_token_targets, topk_to_dense
     H = W = 8
     C = 8
     # top-1 class of location (r, c) is its column c, top-2 class its row r (smaller logit)
@@ -330,7 +331,7 @@ def ref_volo_forward(volo, x, box):
 
 
 def reference_hat_volo(model, x, gt, cls_t, tok_t, box, K):
-    """SPEC section 1 with the token-labeling loss (tlt TokenLabelCrossEntropy, dense weight
+    """docs/hat_update.md with the token-labeling loss (tlt TokenLabelCrossEntropy, dense weight
     0.5) as CE_k; returns (param grads, deltas used)."""
     volo = model.model
     params = [p for p in model.parameters() if p.requires_grad]
@@ -349,7 +350,8 @@ def reference_hat_volo(model, x, gt, cls_t, tok_t, box, K):
 
 
 @pytest.mark.parametrize('mixing', ['mixup', 'cutmix'])
-def test_hat_volo_train_step_matches_reference(digits_root, digits_token_labels, mixing):
+def test_hat_volo_train_step_matches_reference(digits_root, digits_token_labels, mixing,
+                                                monkeypatch):
     """Demo data with score maps from the tool -> pipeline -> TokenLabelDataPreprocessor ->
     the HAT step of HATVOLOClassifier, against the reference written out above."""
     from mmpretrain.registry import MODELS
@@ -384,10 +386,10 @@ def test_hat_volo_train_step_matches_reference(digits_root, digits_token_labels,
 
     # the update itself, with the deltas (hat_backward on the preprocessed batch)
     probe = copy.deepcopy(ref)
-    probe._mix_token_step = dict(box=box, grid=(4, 4))
     probe.zero_grad()
     log_vars, deltas = hat_backward(
-        forward=lambda v: probe(v, mode='tensor'), clean_forward=lambda v: probe(v, mode='tensor'),
+        forward=lambda v: probe(v, mode='tensor', mix_token_box=box),
+        clean_forward=lambda v: probe(v, mode='tensor', mix_token_box=box),
         classification_loss=lambda out, v: probe.hat_classification_loss(out, samples, v)['loss'],
         inputs=x, backward=lambda loss, last: loss.backward(), hat=probe.hat, num_iters=K,
         logits_of=probe.hat_kl_logits)
@@ -399,10 +401,15 @@ def test_hat_volo_train_step_matches_reference(digits_root, digits_token_labels,
         torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-6, msg=name)
 
     # the runner's path: preprocessing + MixToken box + K passes + one SGD step
+    import hat_mm.models.volo as volo_mod
+    drawn = []
+    sample = volo_mod.sample_mix_token_box
+    monkeypatch.setattr(volo_mod, 'sample_mix_token_box',
+                        lambda *a: drawn.append(sample(*a)) or drawn[-1])
     optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.5))
     _seeded()
     log_vars = model.train_step(copy.deepcopy(batch), optim)
-    assert model.last_mix_token_box == box
+    assert drawn == [box]
     for (name, p), e in zip(model.named_parameters(), expected):
         torch.testing.assert_close(p.detach(), e, rtol=1e-4, atol=1e-6, msg=name)
     assert {'loss_tl_cls', 'loss_tl_aux', 'loss_kl_adv'} <= set(log_vars)
@@ -426,7 +433,6 @@ def test_one_mix_token_box_per_iteration(digits_root, digits_token_labels, monke
     model.train()
     model.set_hat_phase(True)
     draws, boxes = [], []
-    real_sample = volo_mod.sample_mix_token_box
     monkeypatch.setattr(volo_mod, 'sample_mix_token_box',
                         lambda *a: draws.append(1) or (0, 1, 3, 4))
     real_forward = model.forward_train
@@ -442,9 +448,11 @@ def test_one_mix_token_box_per_iteration(digits_root, digits_token_labels, monke
     assert len(draws) == 1 and boxes == [(0, 1, 3, 4)] * 4  # clean + K = 3
     model.train_step(copy.deepcopy(batch), optim)
     assert len(draws) == 2
-    monkeypatch.setattr(volo_mod, 'sample_mix_token_box', real_sample)
-    # outside a HAT step (plain loss / evaluation) there is no shared box
-    assert model._mix_token_step is None
+    # outside a HAT step (a plain training forward) each forward draws its own box
+    x = model.data_preprocessor(copy.deepcopy(batch), True)['inputs']
+    model(x, mode='tensor')
+    model(x, mode='tensor')
+    assert len(draws) == 4
 
 
 def test_train_and_test_tools_with_token_labels(digits_root, digits_token_labels, tmp_path):

@@ -6,7 +6,7 @@
 custom_imports = dict(imports=['hat_mm'], allow_failed_imports=False)
 runner_type = 'HATRunner'
 
-# Official defaults (SPEC section 1; the official code's --adv-* flags).
+# Official defaults (the official code's --adv-* flags; docs/hat_update.md).
 hat = dict(
     adv_iters=3,  # K: forward/backward passes per batch
     adv_eps=0.00784314,  # 2/255, L-inf bound, in the normalised input space

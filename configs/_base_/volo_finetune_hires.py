@@ -12,7 +12,7 @@ _base_ = [
     './hat.py',
 ]
 
-model = dict(token_label=dict(ground_truth=True))
+model = dict(token_label_loss=dict(ground_truth=True))  # TokenLabelGTCrossEntropy
 
 optim_wrapper = dict(optimizer=dict(lr=8e-6, weight_decay=1e-8))
 param_scheduler = [

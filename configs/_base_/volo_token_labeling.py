@@ -33,8 +33,10 @@ model = dict(
     pretrained=False,
     num_classes=num_classes,
     drop_path_rate=0.1,
-    # tlt TokenLabelCrossEntropy with VOLO's --dense-weight 0.5, --cls-weight 1.0
-    token_label=dict(dense_weight=0.5, cls_weight=1.0, ground_truth=False, mix_token=True),
+    # tlt TokenLabelCrossEntropy with VOLO's --dense-weight 0.5, --cls-weight 1.0; MixToken on
+    token_label_loss=dict(type='TokenLabelLoss', dense_weight=0.5, cls_weight=1.0,
+                          ground_truth=False),
+    mix_token=True,
     data_preprocessor=dict(
         type='mmpretrain.TokenLabelDataPreprocessor',
         num_classes=num_classes,

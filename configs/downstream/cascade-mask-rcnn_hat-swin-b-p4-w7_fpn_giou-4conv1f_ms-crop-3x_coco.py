@@ -1,5 +1,5 @@
 # COCO instance segmentation with Cascade Mask R-CNN and a HAT-pretrained Swin-B backbone
-# (SPEC section 3; the official Swin detection config
+# (the paper's COCO rows; the official Swin detection config
 # cascade_mask_rcnn_swin_base_patch4_window7_mstrain_480-800_giou_4conv1f_adamw_3x_coco.py
 # ported to mmdet 3.x): FPN, three GIoU 4conv1fc box heads, multi-scale + crop training,
 # AdamW lr 1e-4 / wd 0.05, 36 epochs (LR steps at 27 and 33), 16 images per iteration

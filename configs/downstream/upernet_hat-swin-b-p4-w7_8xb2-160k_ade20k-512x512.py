@@ -1,6 +1,6 @@
 # UperNet + Swin-B on ADE20K (150 classes), 512x512 crops, 160k iterations, 8 GPUs x 2 images:
 # the official Swin segmentation recipe (mmseg 1.x port, `mmseg::swin/...`) with the backbone
-# pretrained by HAT (configs/hat_swin_b.py). Paper (SPEC section 3): 121M params, 1088G FLOPs,
+# pretrained by HAT (configs/hat_swin_b.py). Paper (ADE20K table): 121M params, 1088G FLOPs,
 # mIoU(MS) 49.7 with the plain ImageNet Swin-B, 50.3 with the HAT-pretrained one.
 #
 # The backbone is mmpretrain's SwinTransformer, the same implementation pretraining trains, so

@@ -1,6 +1,6 @@
 # UperNet + Swin-S on ADE20K (150 classes), 512x512 crops, 160k iterations, 8 GPUs x 2 images:
 # the official Swin segmentation recipe (mmseg 1.x port, `mmseg::swin/...`) with the backbone
-# pretrained by HAT (configs/hat_swin_s.py). Paper (SPEC section 3): 81M params, 1038G FLOPs,
+# pretrained by HAT (configs/hat_swin_s.py). Paper (ADE20K table): 81M params, 1038G FLOPs,
 # mIoU(MS) 49.5 with the plain ImageNet Swin-S, 49.7 with the HAT-pretrained one.
 #
 # The backbone is mmpretrain's SwinTransformer, the same implementation pretraining trains, so

@@ -1,6 +1,6 @@
 # UperNet + Swin-T on ADE20K (150 classes), 512x512 crops, 160k iterations, 8 GPUs x 2 images:
 # the official Swin segmentation recipe (mmseg 1.x port, `mmseg::swin/...`) with the backbone
-# pretrained by HAT (configs/hat_swin_t.py). Paper (SPEC section 3): 60M params, 945G FLOPs,
+# pretrained by HAT (configs/hat_swin_t.py). Paper (ADE20K table): 60M params, 945G FLOPs,
 # mIoU(MS) 46.1 with the plain ImageNet Swin-T, 46.7 with the HAT-pretrained one.
 #
 # The backbone is mmpretrain's SwinTransformer, the same implementation pretraining trains, so

@@ -13,7 +13,7 @@
 # jpeg_compression (extra folders such as speckle_noise are evaluated, outside the mCE) and
 # all 1000 class folders in each. The images are already 224x224: they get the centre crop
 # only, as in the benchmark's reference evaluation (no resize). Data set and metric:
-# hat_mm/evaluation/robustness.py (ImageNetC, ImageNetCMetric).
+# hat_mm/datasets/class_folders.py (ImageNetC), hat_mm/evaluation/metrics/ (ImageNetCMetric).
 _base_ = ['../hat_vit_t.py']
 
 data_root = 'data/imagenet-c'

@@ -5,9 +5,11 @@ mmengine refuses a top-level key defined by two sibling ``_base_`` files, so the
 mmpretrain recipe. It sets ``runner_type='HATRunner'`` and a top-level ``hat`` dict instead,
 and :func:`apply_hat` rewrites the merged config before the runner is built:
 
-- ``model.type``: ``ImageClassifier`` -> ``HATImageClassifier``, ``TimmClassifier`` ->
-  ``HATTimmClassifier`` (HAT types are kept), ``model.hat`` <- ``hat`` (fields already set
-  in ``model.hat`` win);
+- ``model.type``: ``X`` -> ``HATX`` (``ImageClassifier`` -> ``HATImageClassifier``,
+  ``TimmClassifier``, ``VOLOClassifier``, ``DistilledImageClassifier`` likewise; HAT types
+  are kept), looked up in mmpretrain's ``MODELS``, so a new classifier family only needs its
+  ``HAT`` subclass registered; ``model.hat`` <- ``hat`` (fields already set in ``model.hat``
+  win);
 - ``custom_hooks`` gets a ``HATPhaseHook``, a ``NonFiniteCheckHook`` and an ``RNGStateHook``
   unless it has them (the recipe's hooks are kept); mmengine's ``CheckpointHook`` becomes
   ``SafeCheckpointHook`` (same options; atomic saves, rotation after the new checkpoint);
@@ -26,12 +28,6 @@ from mmengine.runner import Runner
 
 from .resume import prepare_resume
 
-HAT_CLASSIFIER_TYPES = {
-    'ImageClassifier': 'HATImageClassifier',
-    'TimmClassifier': 'HATTimmClassifier',
-    'VOLOClassifier': 'HATVOLOClassifier',  # timm VOLO + token labeling
-    'DistilledImageClassifier': 'HATDistilledImageClassifier',  # DeiT distillation
-}
 HAT_WRAPPERS = ('HATDistributedDataParallel', )
 # added to custom_hooks unless there: the phase switch, and what long runs need
 RUN_HOOKS = ('HATPhaseHook', 'NonFiniteCheckHook', 'RNGStateHook')
@@ -41,19 +37,27 @@ def _short_type(type_name) -> str:
     return type_name.split('.')[-1] if isinstance(type_name, str) else type_name.__name__
 
 
+def hat_classifier_type(type_name) -> str:
+    """``HAT`` + the classifier's type (kept when it already is a HAT type), which must be
+    registered in mmpretrain's ``MODELS``."""
+    from mmpretrain.registry import MODELS
+    short = _short_type(type_name)
+    hat_type = short if short.startswith('HAT') else 'HAT' + short
+    if MODELS.get(hat_type) is None:
+        raise TypeError(
+            f'HAT cannot train model.type={short!r}: no {hat_type!r} is registered. A new '
+            f'classifier family needs `@MODELS.register_module() class {hat_type}'
+            f'(HATClassifierMixin, {short})` (hat_mm/models/hat_classifier.py).')
+    return hat_type
+
+
 def apply_hat(cfg: Config) -> Config:
     """Return a copy of ``cfg`` set up for HAT training (see the module docstring)."""
     cfg = copy.deepcopy(cfg)
     model = cfg.get('model')
     if model is None:
         raise KeyError('The config has no `model`; HAT needs an mmpretrain classifier.')
-    model_type = _short_type(model.get('type', 'ImageClassifier'))
-    if model_type in HAT_CLASSIFIER_TYPES:
-        model['type'] = HAT_CLASSIFIER_TYPES[model_type]
-    elif model_type not in HAT_CLASSIFIER_TYPES.values():
-        supported = sorted(HAT_CLASSIFIER_TYPES) + sorted(HAT_CLASSIFIER_TYPES.values())
-        raise TypeError(f'HAT cannot train model.type={model_type!r}; supported classifier '
-                        f'types are {supported}.')
+    model['type'] = hat_classifier_type(model.get('type', 'ImageClassifier'))
     hat = dict(cfg.get('hat') or {})
     hat.update(model.get('hat') or {})
     model['hat'] = hat

@@ -9,7 +9,7 @@ Checkpoint keys are those of the plain classifier (``backbone.*``, ``head.*``), 
 checkpoint loads wherever a plain mmpretrain checkpoint does.
 """
 import warnings
-from typing import Dict, List, Optional, Union
+from typing import Callable, Dict, List, Optional, Union
 
 import torch
 from mmengine.optim import OptimWrapper
@@ -31,6 +31,8 @@ class HATClassifierMixin:
     Args (keyword arguments added to those of the classifier):
         hat (dict): fields of :class:`hat_mm.hat_update.HATConfig`; validated when the model
             is built.
+        kl_loss (dict): the symmetric-KL loss of the update, default
+            ``dict(type='SymmetricKLLoss')`` (weighted by ``hat.adv_kl_weight``).
         compile (bool | dict): ``torch.compile`` the modules of :meth:`hat_compile_modules`
             (True, or a dict of ``torch.compile`` arguments); see
             :mod:`hat_mm.models.compile`. Default None (eager).
@@ -39,10 +41,12 @@ class HATClassifierMixin:
     """
 
     def __init__(self, *args, hat: Optional[Union[dict, HATConfig]] = None,
+                 kl_loss: dict = dict(type='SymmetricKLLoss'),
                  compile: Union[None, bool, dict] = None, channels_last: bool = False,
                  **kwargs):
         super().__init__(*args, **kwargs)
         self.hat = hat if isinstance(hat, HATConfig) else HATConfig.from_cfg(hat)
+        self.kl_loss = MODELS.build(kl_loss)
         self.hat_adversarial = True
         self._hat_phase_managed = False
         if not isinstance(channels_last, bool):
@@ -66,10 +70,18 @@ class HATClassifierMixin:
         self._hat_phase_managed = True
 
     # -- what a classifier family provides -----------------------------------------------
+    def hat_forward_kwargs(self, inputs: torch.Tensor) -> dict:
+        """Keyword arguments of every forward of one iteration (clean and perturbed), drawn
+        once per iteration; e.g. VOLO's MixToken box. Default: none."""
+        return {}
+
     def hat_classification_loss(self, output, data_samples: List[DataSample],
-                                inputs: torch.Tensor) -> Dict[str, torch.Tensor]:
+                                inputs: torch.Tensor, forward_context: Optional[Callable] = None
+                                ) -> Dict[str, torch.Tensor]:
         """``CE_k``: the configured loss of ``output`` (the ``mode='tensor'`` forward of
-        ``inputs = x + delta_k``); a dict with key ``loss``, other keys are logged."""
+        ``inputs = x + delta_k``); a dict with key ``loss``, other keys are logged.
+        ``forward_context()`` is the optim wrapper's context (autocast) for any extra
+        forward the loss runs (a distillation teacher)."""
         raise NotImplementedError
 
     def hat_kl_logits(self, output) -> torch.Tensor:
@@ -111,17 +123,19 @@ class HATClassifierMixin:
         num_iters = self.hat.adv_iters if adversarial else 1
         with_kl = adversarial or self.hat.kl_after_adv
         extra_logs: Dict[str, torch.Tensor] = {}
+        forward_kwargs = self.hat_forward_kwargs(inputs)
 
         def forward(x):
             with optim_wrapper.optim_context(runner_model):
-                return runner_model(x, mode='tensor')
+                return runner_model(x, mode='tensor', **forward_kwargs)
 
         def clean_forward(x):
             with optim_wrapper.optim_context(self):
-                return self(x, mode='tensor')
+                return self(x, mode='tensor', **forward_kwargs)
 
         def classification_loss(output, x):
-            losses = self.hat_classification_loss(output, data_samples, x)
+            losses = self.hat_classification_loss(
+                output, data_samples, x, lambda: optim_wrapper.optim_context(self))
             for name, value in losses.items():
                 if name != 'loss' and name not in extra_logs:
                     extra_logs[name] = value.detach()
@@ -138,7 +152,8 @@ class HATClassifierMixin:
         no_sync = getattr(runner_model, 'no_sync', None)
         log_vars, _ = hat_backward(
             forward, clean_forward, classification_loss, inputs, backward, self.hat,
-            num_iters=num_iters, with_kl=with_kl, no_sync=no_sync, logits_of=self.hat_kl_logits)
+            num_iters=num_iters, with_kl=with_kl, no_sync=no_sync, logits_of=self.hat_kl_logits,
+            kl_loss=self.kl_loss)
         if optim_wrapper.should_update():
             optim_wrapper.step()
             optim_wrapper.zero_grad()
@@ -163,7 +178,7 @@ class HATImageClassifier(HATClassifierMixin, ImageClassifier):
         if fused_window_attention:
             use_fused_window_attention(self)
 
-    def hat_classification_loss(self, output, data_samples, inputs):
+    def hat_classification_loss(self, output, data_samples, inputs, forward_context=None):
         return self.head._get_loss(output.float(), data_samples)
 
 
@@ -174,5 +189,5 @@ class HATTimmClassifier(HATClassifierMixin, TimmClassifier):
     def hat_compile_modules(self):
         return [self.model]
 
-    def hat_classification_loss(self, output, data_samples, inputs):
+    def hat_classification_loss(self, output, data_samples, inputs, forward_context=None):
         return self._get_loss(output.float(), data_samples)

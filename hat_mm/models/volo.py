@@ -3,46 +3,63 @@ with token labeling and MixToken, with and without HAT.
 
 mmpretrain has no VOLO; timm has the official architecture (``timm.models.volo``, the same
 module names and parameter keys as the official ``sail-sg/volo`` code and HAT's
-``models/volo.py``). The classifiers here hold that timm model, so their state dict keys
-are timm's (``TimmClassifier`` removes its ``model.`` prefix): the released
-``hat_volo_*.pth.tar`` weights load as they are (``tools/model_converters/
-timm_volo_deit_to_mmpretrain.py`` only unwraps the timm training checkpoint).
+``models/volo.py``). The classifiers here are mmpretrain ``TimmClassifier`` s holding that
+model, so their state dict keys are timm's: the released ``hat_volo_*.pth.tar`` weights load
+as they are (``tools/model_converters/timm_volo_deit_to_mmpretrain.py`` only unwraps the
+timm training checkpoint).
 
 Forward, ``mode='tensor'``:
 
-- evaluation: timm's ``VOLO.forward``, i.e. the official prediction ``cls + 0.5 * max over
+- evaluation: timm's ``VOLO.forward``, the official prediction ``cls + 0.5 * max over
   tokens of the token logits``;
-- training: the official train-mode output, a tuple ``(class-token logits [B, C], token logits
-  [B, N, C], MixToken box (r1, c1, r2, c2))``: the MixToken box is applied after the patch
-  embedding and reversed on the token logits, so token ``i`` of the output belongs to the
-  sample whose target is ``token_label_dense[i]``.
+- training: the official train-mode output ``(class-token logits [B, C], token logits
+  [B, N, C], MixToken box (r1, c1, r2, c2))``: the tokens in the box are swapped with those
+  of the flipped batch after the patch embedding and swapped back on the token logits, so
+  token ``i`` of the output belongs to the sample whose target is ``token_label_dense[i]``.
+  The box is an argument (``mix_token_box``); without it one is drawn for that forward.
 
-MixToken and HAT: :class:`HATVOLOClassifier` samples ONE box per training iteration and uses
-it for the clean forward and all K perturbed forwards (the official HAT script calls the
-model K + 1 times and each call draws its own box; with a shared box the clean prediction
-and the perturbed predictions that the KL compares see the same token mixing, and
-``CE_k`` differs from ``CE_0`` only by ``delta_k``).
-
-KL term: ``hat_kl_logits`` returns the class-token logits, the first element of the
-train-mode tuple. That is what the official HAT ``train.py`` compares (``output_cle, _, _ =
-model(input)`` and ``output_adv = output[0]``); the ``+ 0.5 * max(aux)`` of the evaluation
-prediction is not part of it.
+MixToken and HAT: :class:`HATVOLOClassifier` draws ONE box per training iteration and passes
+it to the clean forward and all K perturbed forwards (the official HAT script calls the
+model K + 1 times and each call draws its own box; with a shared box the clean and the
+perturbed predictions that the KL compares see the same token mixing). The KL term compares
+the class-token logits, the first element of the train-mode tuple, as the official HAT
+``train.py`` does.
 """
+import inspect
 import warnings
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from mmpretrain.models import TimmClassifier
-from mmpretrain.models.classifiers.base import BaseClassifier
 from mmpretrain.registry import MODELS
+from timm.models import create_model, register_model
+from timm.models.volo import VOLO
 
 from .hat_classifier import HATClassifierMixin
-from .token_labeling import (sample_mix_token_box, stack_token_label_targets,
-                             token_label_loss)
+from .token_label_targets import rand_box, stack_token_label_targets
 
-TOKEN_LABEL_DEFAULTS = dict(dense_weight=0.5, cls_weight=1.0, ground_truth=False,
-                            mix_token=True, mix_token_beta=1.0)
+__all__ = ['VOLOClassifier', 'HATVOLOClassifier', 'sample_mix_token_box']
+
+
+@register_model
+def volo_custom(pretrained: bool = False, **kwargs) -> VOLO:
+    """timm entry point of a VOLO of any size, from ``timm.models.volo.VOLO``'s own arguments
+    (``VOLOClassifier(arch=...)``, e.g. small test models)."""
+    if pretrained:
+        raise ValueError('volo_custom has no pretrained weights')
+    plumbing = inspect.signature(create_model).parameters  # what timm forwards to entries
+    return VOLO(**{k: v for k, v in kwargs.items() if k not in plumbing})
+
+
+def sample_mix_token_box(grid_h: int, grid_w: int, beta: float = 1.0
+                         ) -> Tuple[int, int, int, int]:
+    """The MixToken box of the official VOLO code: ``lam ~ Beta(beta, beta)``, a box of
+    about ``1 - lam`` of the token grid; ``(r1, c1, r2, c2)`` = rows ``r1:r2``, columns
+    ``c1:c2``."""
+    top, bottom, left, right = rand_box(grid_h, grid_w, np.random.beta(beta, beta))
+    return top, left, bottom, right
 
 
 @MODELS.register_module()
@@ -52,68 +69,45 @@ class VOLOClassifier(TimmClassifier):
     Args:
         model_name (str, optional): timm VOLO name (``volo_d1_224``, ``volo_d5_512``, ...).
         arch (dict, optional): instead of ``model_name``, arguments of
-            ``timm.models.volo.VOLO`` (``layers``, ``embed_dims``, ``num_heads``, ...), e.g. for
-            small test models.
-        pretrained (bool): timm pretrained weights (downloads; default False).
-        token_label (dict): ``dense_weight`` (0.5, VOLO), ``cls_weight`` (1.0),
-            ``ground_truth`` (False; True = ``TokenLabelGTCrossEntropy``, VOLO's fine-tuning),
-            ``mix_token`` (True), ``mix_token_beta`` (1.0).
+            ``timm.models.volo.VOLO`` (``layers``, ``embed_dims``, ``num_heads``, ...).
+        token_label_loss (dict): the training loss, default
+            ``dict(type='TokenLabelLoss')`` (VOLO: dense weight 0.5, class weight 1.0).
+        mix_token (bool): MixToken on (True, VOLO's default); ``mix_token_beta`` (1.0).
         loss (dict): loss of the evaluation-mode ``loss()`` (validation loss only).
         data_preprocessor (dict): default ``TokenLabelDataPreprocessor``.
-        **kwargs: passed to timm (``num_classes``, ``drop_path_rate``, ``img_size``, ...).
+        **kwargs: ``TimmClassifier`` / timm arguments (``pretrained``, ``num_classes``,
+            ``drop_path_rate``, ``img_size``, ``with_cp``, ...).
     """
 
-    def __init__(self,
-                 model_name: Optional[str] = None,
-                 arch: Optional[dict] = None,
-                 pretrained: bool = False,
-                 token_label: Optional[dict] = None,
-                 loss: dict = dict(type='CrossEntropyLoss', loss_weight=1.0),
-                 train_cfg: Optional[dict] = None,
-                 with_cp: bool = False,
-                 data_preprocessor: Optional[dict] = None,
-                 init_cfg: Optional[dict] = None,
+    def __init__(self, model_name: Optional[str] = None, arch: Optional[dict] = None,
+                 token_label_loss: dict = dict(type='TokenLabelLoss'),
+                 mix_token: bool = True, mix_token_beta: float = 1.0,
+                 data_preprocessor: Optional[dict] = None, train_cfg: Optional[dict] = None,
                  **kwargs):
         if (model_name is None) == (arch is None):
             raise ValueError('VOLOClassifier needs exactly one of model_name (a timm VOLO '
                              'name such as volo_d1_224) and arch (timm VOLO arguments).')
+        if train_cfg is not None and train_cfg.get('augments'):
+            raise ValueError('VOLOClassifier mixes batches in TokenLabelDataPreprocessor '
+                             '(mixup_alpha / cutmix_alpha); remove model.train_cfg.augments.')
         data_preprocessor = dict(data_preprocessor or {})
         data_preprocessor.setdefault('type', 'mmpretrain.TokenLabelDataPreprocessor')
         if str(data_preprocessor['type']).endswith('TokenLabelDataPreprocessor'):
             data_preprocessor.setdefault('num_classes', kwargs.get('num_classes', 1000))
-        if train_cfg is not None and train_cfg.get('augments'):
-            raise ValueError('VOLOClassifier mixes batches in TokenLabelDataPreprocessor '
-                             '(mixup_alpha / cutmix_alpha); remove model.train_cfg.augments.')
-        # TimmClassifier.__init__ would call timm.create_model(model_name); build here instead
-        BaseClassifier.__init__(self, init_cfg=init_cfg, data_preprocessor=data_preprocessor)
-        from timm.models import create_model
-        from timm.models.volo import VOLO
         if arch is not None:
-            self.model = VOLO(**dict(arch), **kwargs)
-        else:
-            self.model = create_model(model_name, pretrained=pretrained, **kwargs)
-        if not isinstance(self.model, VOLO):
-            raise TypeError(f'{model_name} is not a timm VOLO model')
+            model_name = 'volo_custom'
+            kwargs.update(arch)
+        super().__init__(model_name, data_preprocessor=data_preprocessor, **kwargs)
         m = self.model
+        if not isinstance(m, VOLO):
+            raise TypeError(f'{model_name} is not a timm VOLO model')
         if m.aux_head is None or m.post_network is None or m.global_pool != 'token':
             raise ValueError('token labeling needs the class token (post_layers), the token '
                              "head (use_aux_head=True, num_classes > 0) and global_pool='token'")
-        self.loss_module = loss if isinstance(loss, torch.nn.Module) else MODELS.build(loss)
-        self.with_cp = with_cp
-        if with_cp:
-            m.set_grad_checkpointing()
-        self._register_state_dict_hook(self._remove_state_dict_prefix)
-        self._register_load_state_dict_pre_hook(self._add_state_dict_prefix)
+        self.token_label_loss = token_label_loss if isinstance(
+            token_label_loss, torch.nn.Module) else MODELS.build(token_label_loss)
+        self.mix_token, self.mix_token_beta = bool(mix_token), float(mix_token_beta)
         self._register_load_state_dict_pre_hook(self._resize_pos_embed)  # after the prefix
-
-        cfg = dict(TOKEN_LABEL_DEFAULTS)
-        unknown = sorted(set(token_label or {}) - set(cfg))
-        if unknown:
-            raise ValueError(f'unknown token_label fields {unknown}; valid: {sorted(cfg)}')
-        cfg.update(token_label or {})
-        self.token_label = cfg
-        self._mix_token_step = None  # dict while a (HAT) iteration shares one box
-        self.last_mix_token_box = None
 
     def _resize_pos_embed(self, state_dict, prefix, *args):
         """Fine-tuning at another resolution (VOLO's 224 -> 384/448/512): a ``pos_embed`` of
@@ -131,72 +125,61 @@ class VOLOClassifier(TimmClassifier):
         state_dict[key] = grid.permute(0, 2, 3, 1).to(old.dtype)
 
     # -- forward ------------------------------------------------------------------------
-    def forward(self, inputs, data_samples=None, mode='tensor'):
+    def forward(self, inputs, data_samples=None, mode='tensor',
+                mix_token_box: Optional[Sequence[int]] = None):
         if mode == 'tensor':
-            return self.forward_train(inputs) if self.training else self.model(inputs)
+            return self.forward_train(inputs, mix_token_box) if self.training \
+                else self.model(inputs)
         return super().forward(inputs, data_samples, mode)
 
-    def _mix_token_box(self, grid_h: int, grid_w: int) -> Tuple[int, int, int, int]:
-        if not (self.training and self.token_label['mix_token']):
-            return (0, 0, 0, 0)
-        step = self._mix_token_step
-        if step is not None and 'box' in step:
-            if step['grid'] != (grid_h, grid_w):
-                raise RuntimeError('input size changed within one iteration')
-            return step['box']
-        box = sample_mix_token_box(grid_h, grid_w, self.token_label['mix_token_beta'])
-        if step is not None:
-            step.update(box=box, grid=(grid_h, grid_w))
-        self.last_mix_token_box = box
-        return box
+    def token_grid(self, height: int, width: int) -> Tuple[int, int]:
+        """The MixToken grid of an input size: the patch embedding's output, pooled."""
+        for conv in self.model.patch_embed.modules():
+            if isinstance(conv, torch.nn.Conv2d):
+                (kh, kw), (sh, sw) = conv.kernel_size, conv.stride
+                (ph, pw), (dh, dw) = conv.padding, conv.dilation
+                height = (height + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+                width = (width + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+        s = self.model.pooling_scale
+        return height // s, width // s
 
-    def forward_train(self, inputs: torch.Tensor, box: Optional[Tuple[int, ...]] = None):
+    def draw_mix_token_box(self, inputs: torch.Tensor) -> Tuple[int, int, int, int]:
+        """A MixToken box for ``inputs`` (``(0, 0, 0, 0)``: none)."""
+        if not (self.training and self.mix_token):
+            return (0, 0, 0, 0)
+        return sample_mix_token_box(*self.token_grid(*inputs.shape[-2:]), self.mix_token_beta)
+
+    def forward_train(self, inputs: torch.Tensor, box: Optional[Sequence[int]] = None):
         """The official train-mode forward: ``(cls logits, token logits, MixToken box)``."""
         m = self.model
         s = m.pooling_scale
+        if box is None:
+            box = self.draw_mix_token_box(inputs)
         x = m.patch_embed(inputs).permute(0, 2, 3, 1)  # B, H, W, C
         grid_h, grid_w = x.shape[1] // s, x.shape[2] // s
-        if box is None:
-            box = self._mix_token_box(grid_h, grid_w)
-        r1, c1, r2, c2 = box
+        r1, c1, r2, c2 = (int(v) for v in box)
+        if not (0 <= r1 <= r2 <= grid_h and 0 <= c1 <= c2 <= grid_w):
+            raise ValueError(f'MixToken box {tuple(box)} outside the {grid_h}x{grid_w} grid')
         mixed = (r2 - r1) * (c2 - c1) > 0
         if mixed:
             x = x.clone()
             x[:, s * r1:s * r2, s * c1:s * c2] = x.flip(0)[:, s * r1:s * r2, s * c1:s * c2]
-        x = m.forward_tokens(x)
-        x = m.forward_cls(x)
-        x = m.norm(x)
+        x = m.norm(m.forward_cls(m.forward_tokens(x)))
         cls = m.head(x[:, 0])
         aux = m.aux_head(x[:, 1:])
         if mixed:  # reverse MixToken on the token outputs
-            aux = aux.reshape(aux.shape[0], grid_h, grid_w, aux.shape[-1])
-            aux = aux.clone()
+            aux = aux.reshape(aux.shape[0], grid_h, grid_w, aux.shape[-1]).clone()
             aux[:, r1:r2, c1:c2] = aux.flip(0)[:, r1:r2, c1:c2]
             aux = aux.reshape(aux.shape[0], grid_h * grid_w, aux.shape[-1])
-        return cls, aux, tuple(int(v) for v in box)
-
-    @torch.no_grad()
-    def dense_logits(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Token-head logits ``[B, C, h, w]`` (evaluation mode): the score map of this model
-        as a token-labeling teacher."""
-        x = self.model.forward_features(inputs)
-        aux = self.model.aux_head(x[:, 1:])
-        B, N, C = aux.shape
-        H, W = inputs.shape[-2:]
-        h = int(round((N * H / W) ** 0.5))
-        return aux.reshape(B, h, N // h, C).permute(0, 3, 1, 2)
+        return cls, aux, (r1, c1, r2, c2)
 
     # -- losses -------------------------------------------------------------------------
     def token_label_losses(self, output, data_samples: List) -> Dict[str, torch.Tensor]:
         cls, aux, box = output
         gt, cls_t, dense_t = stack_token_label_targets(data_samples)
-        tl = self.token_label
-        loss, loss_cls, loss_aux = token_label_loss(
-            cls.float(), aux.float(), box, cls_t.float(),
-            None if dense_t is None else dense_t.float(), gt.float(),
-            dense_weight=tl['dense_weight'], cls_weight=tl['cls_weight'],
-            ground_truth=tl['ground_truth'])
-        return dict(loss=loss, loss_tl_cls=loss_cls.detach(), loss_tl_aux=loss_aux.detach())
+        return self.token_label_loss(cls.float(), aux.float(), cls_t.float(),
+                                     None if dense_t is None else dense_t.float(),
+                                     gt.float(), mix_token_box=box)
 
     def loss(self, inputs: torch.Tensor, data_samples: List, **kwargs):
         if self.training:
@@ -207,8 +190,8 @@ class VOLOClassifier(TimmClassifier):
 @MODELS.register_module()
 class HATVOLOClassifier(HATClassifierMixin, VOLOClassifier):
     """:class:`VOLOClassifier` trained with HAT: ``CE_k`` is the token-labeling loss of the
-    forward on ``x + delta_k``; one MixToken box per iteration (see the module docstring);
-    ``KL_k`` on the class-token logits.
+    forward on ``x + delta_k``; one MixToken box per iteration, passed to every forward (see
+    the module docstring); ``KL_k`` on the class-token logits.
     """
 
     def hat_compile_modules(self):
@@ -216,14 +199,10 @@ class HATVOLOClassifier(HATClassifierMixin, VOLOClassifier):
         return [m.patch_embed, *m.network, *(m.post_network or []), m.norm, m.head,
                 m.aux_head]
 
-    def hat_train_step(self, data, optim_wrapper, runner_model):
-        self._mix_token_step = {}
-        try:
-            return super().hat_train_step(data, optim_wrapper, runner_model)
-        finally:
-            self._mix_token_step = None
+    def hat_forward_kwargs(self, inputs: torch.Tensor) -> dict:
+        return dict(mix_token_box=self.draw_mix_token_box(inputs))
 
-    def hat_classification_loss(self, output, data_samples, inputs):
+    def hat_classification_loss(self, output, data_samples, inputs, forward_context=None):
         return self.token_label_losses(output, data_samples)
 
     def hat_kl_logits(self, output) -> torch.Tensor:

@@ -7,7 +7,7 @@ process, on the same weights and inputs.
         [--device cuda|cpu] [--iters 20] [--peak-tflops 790]
 
 - plain:    one forward + backward + optimizer step of the classifier's own loss;
-- official: SPEC section 1 written as a plain PyTorch loop in this file, with the clean
+- official: docs/hat_update.md written as a plain PyTorch loop in this file, with the clean
             forward kept in the autograd graph as the official code does;
 - hat-mm:   ``model.train_step`` with the config's optim wrapper (the runner's path).
 
@@ -80,7 +80,7 @@ def _sync(device):
 
 def official_style_step(model, optimizer, scaler, x, y, K, eps, alpha, w_kl, w_ce, dtype,
                         clip_grad=None):
-    """SPEC section 1 as the official code writes it (clean forward kept in the graph);
+    """docs/hat_update.md as the official code writes it (clean forward kept in the graph);
     ``clip_grad`` (max norm) clips the accumulated gradient as timm's loss scaler does."""
     device_type = x.device.type
     autocast = torch.autocast(device_type, dtype=dtype, enabled=dtype is not None)

@@ -36,7 +36,6 @@ Outputs in ``--out-dir`` (default ``work_dirs/fourier_heatmap/<checkpoint name>`
 ``fourier_heatmap.png`` (the map, centred frequency axes, colour bar) and
 ``fourier_heatmap.json`` (eps, image count, clean error, the frequency of each row/column).
 """
-import argparse
 import json
 import os
 import os.path as osp
@@ -52,7 +51,8 @@ if ROOT not in sys.path:  # `python tools/analysis/...py` from anywhere
 
 from tools.analysis.frequency_analysis import (  # noqa: E402
     build_model, build_test_dataloader, default_device, gt_labels, iter_images,
-    load_config, num_batches, parse_cfg_options, predict_labels, progress_bar)
+    load_config, num_batches, parse_cfg_options, predict_labels, progress_bar, save_figure,
+    tool_parser)
 
 NPY_NAME = 'fourier_heatmap.npy'
 PNG_NAME = 'fourier_heatmap.png'
@@ -181,15 +181,11 @@ def plot_heatmap(path: str, result: dict, title: str) -> None:
                  f'([0,1] pixels), {h}x{w} images\n'
                  f'{result["num_images"]} images, clean error {result["clean_error"]:.3f}',
                  fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        description='Fourier heat map (Yin et al. 2019) of a checkpoint',
-        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p = tool_parser('Fourier heat map (Yin et al. 2019) of a checkpoint', __doc__)
     p.add_argument('config')
     p.add_argument('checkpoint')
     p.add_argument('--eps', type=float, default=4.0,

@@ -278,15 +278,25 @@ def plot(path: str, results: List[Tuple[str, Dict[Tuple[str, float], float]]],
     ax.set_ylim(-2, 102)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc='best')
+    save_figure(fig, path)
+
+
+def save_figure(fig, path: str) -> None:
+    import matplotlib.pyplot as plt
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
 
 
+def tool_parser(description: str, doc: str) -> argparse.ArgumentParser:
+    """The argument parser of an analysis tool, its module docstring as the epilog."""
+    return argparse.ArgumentParser(description=description, epilog=doc,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        description='Top-1 on low-/high-pass filtered test images for several checkpoints',
-        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p = tool_parser('Top-1 on low-/high-pass filtered test images for several checkpoints',
+                    __doc__)
     p.add_argument('pairs', nargs='+', metavar='CONFIG CKPT',
                    help='one or more config/checkpoint pairs')
     p.add_argument('--radii', default=None,

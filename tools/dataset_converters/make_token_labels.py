@@ -14,7 +14,7 @@ One file per training image, ``OUT_DIR/<class dir>/<image stem>.pt``: a float16 
 of the ``tlt`` package that the VOLO/HAT code reads, and what
 ``hat_mm.datasets.LoadTokenLabel`` loads. As ``tlt``'s ``generate_label.py``, the dense
 logits are the classifier applied to every location of the last feature map
-(``hat_mm.models.token_labeling.dense_logits``: VOLO's token head, ViT patch tokens through
+(:func:`dense_logits`: VOLO's token head, ViT patch tokens through
 the ViT head, CNN feature maps through a linear head, timm models). Unlike
 ``generate_label.py`` (which feeds the evaluation centre crop), the whole image is resized
 to ``--img-size`` squared, so that the map covers exactly the image the training crop boxes
@@ -31,6 +31,7 @@ import os.path as osp
 import sys
 from typing import Optional
 
+import numpy as np
 import torch
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -48,6 +49,73 @@ def _guess_img_size(model) -> Optional[int]:
     return None
 
 
+@torch.no_grad()
+def dense_logits(model: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """Per-location class logits ``[B, C, h, w]`` of a classifier (the teacher of
+    ``tools/dataset_converters/make_token_labels.py``), as ``tlt``'s ``generate_label.py``
+    does: the classifier applied to every location of the last feature map.
+
+    Supported: the VOLO classifiers (their token head ``aux_head`` on the patch tokens),
+    mmpretrain ``ImageClassifier`` with a ViT-family backbone (``out_type``
+    switched to ``'featmap'``) or a CNN backbone (+ global pooling neck) and a linear head
+    (``LinearClsHead``, ``VisionTransformerClsHead``, ``DeiTClsHead``: mean of both heads),
+    and ``TimmClassifier`` (``forward_features`` + ``get_classifier()``).
+    """
+    from mmpretrain.models import ImageClassifier, TimmClassifier
+
+    from hat_mm.models import VOLOClassifier
+    if isinstance(model, VOLOClassifier):  # the token head on the patch tokens
+        aux = model.model.aux_head(model.model.forward_features(inputs)[:, 1:])
+        B, N, C = aux.shape
+        h = int(round((N * inputs.shape[-2] / inputs.shape[-1]) ** 0.5))
+        return aux.reshape(B, h, N // h, C).permute(0, 3, 1, 2)
+    if isinstance(model, ImageClassifier):
+        backbone, head = model.backbone, model.head
+        if hasattr(backbone, 'out_type'):
+            old = backbone.out_type
+            backbone.out_type = 'featmap'
+            try:
+                feat = backbone(inputs)[-1]
+            finally:
+                backbone.out_type = old
+        else:
+            feat = backbone(inputs)[-1]
+        if isinstance(feat, (tuple, list)):
+            feat = feat[-1]
+        if feat.dim() != 4:
+            raise NotImplementedError(f'{type(backbone).__name__} gives no feature map')
+        x = feat.permute(0, 2, 3, 1)  # B, h, w, C
+        layers = getattr(head, 'layers', None)
+        if layers is not None and hasattr(layers, 'head'):
+            if hasattr(layers, 'pre_logits'):
+                x = layers.act(layers.pre_logits(x))
+            out = layers.head(x)
+            if hasattr(layers, 'head_dist'):
+                out = (out + layers.head_dist(x)) / 2
+        elif isinstance(getattr(head, 'fc', None), torch.nn.Linear):
+            out = head.fc(x)
+        else:
+            raise NotImplementedError(f'dense logits of head {type(head).__name__} are not '
+                                      'supported (linear heads only)')
+        return out.permute(0, 3, 1, 2)
+    if isinstance(model, TimmClassifier):
+        m = model.model
+        feat = m.forward_features(inputs)
+        fc = getattr(m, 'aux_head', None)
+        if fc is None:
+            fc = m.get_classifier()
+        if feat.dim() == 3:
+            B, N, C = feat.shape
+            side = int(np.floor(np.sqrt(N)))
+            feat = feat[:, N - side * side:].reshape(B, side, side, C)
+        elif feat.dim() == 4 and feat.shape[1] == getattr(m, 'num_features', -1):
+            feat = feat.permute(0, 2, 3, 1)
+        if isinstance(fc, torch.nn.Conv2d):
+            return fc(feat.permute(0, 3, 1, 2))
+        return fc(feat).permute(0, 3, 1, 2)
+    raise NotImplementedError(f'dense logits of {type(model).__name__} are not supported')
+
+
 def make_token_labels(teacher_config: str, checkpoint: str, out_dir: str,
                       data_config: Optional[str] = None, split: str = 'train',
                       img_size: Optional[int] = None, topk: int = 5, batch_size: int = 64,
@@ -60,10 +128,7 @@ def make_token_labels(teacher_config: str, checkpoint: str, out_dir: str,
     from mmpretrain.registry import DATASETS, MODELS
 
     import hat_mm  # noqa: F401
-    import hat_mm.datasets  # noqa: F401
-    import hat_mm.models.volo  # noqa: F401
-    from hat_mm.datasets.token_label import token_label_path
-    from hat_mm.models.token_labeling import dense_logits
+    from hat_mm.datasets import token_label_path
     from hat_mm.utils import load_weights_strict
 
     cfg = Config.fromfile(teacher_config)

@@ -1,4 +1,4 @@
-# Shared base of the COCO transfer configs (SPEC section 3): Cascade Mask R-CNN with a
+# Shared base of the COCO transfer configs (the paper's COCO rows): Cascade Mask R-CNN with a
 # (HAT-pretrained) Swin backbone, FPN, GIoU 4conv1fc box heads, multi-scale + crop training,
 # AdamW, 3x schedule (36 epochs). The official Swin detection config
 # (cascade_mask_rcnn_swin_*_patch4_window7_mstrain_480-800_giou_4conv1f_adamw_3x_coco.py,
@@ -108,7 +108,7 @@ param_scheduler = [
          gamma=0.1),
 ]
 
-# AdamW, no weight decay on the position tables and on the norm layers (SPEC). The official
+# AdamW, no weight decay on the position tables and on the norm layers. The official
 # config matched the key 'norm', i.e. the backbone's LayerNorms; norm_decay_mult=0 selects
 # norm layers by type, the same LayerNorms plus the SyncBN layers of the box heads.
 optim_wrapper = dict(

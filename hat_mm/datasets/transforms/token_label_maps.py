@@ -12,7 +12,7 @@ as is.
 The maps are not warped per sample. The pipeline records where the training crop lies in the
 image (``token_label_box``, normalised ``(x0, y0, x1, y1)``) and whether it was flipped
 (mmcv's ``RandomFlip`` sets ``flip`` / ``flip_direction``); the data preprocessor
-(:class:`hat_mm.models.token_labeling.TokenLabelDataPreprocessor`) then cuts the dense
+(:class:`hat_mm.models.TokenLabelDataPreprocessor`) then cuts the dense
 targets out of the map with ``roi_align`` on the batch, as ``tlt`` does. Supported spatial
 transforms: :class:`TokenLabelRandomResizedCrop` (once) and ``RandomFlip`` (horizontal,
 vertical or diagonal) after it. Photometric transforms (colour RandAugment policies,
@@ -20,7 +20,6 @@ vertical or diagonal) after it. Photometric transforms (colour RandAugment polic
 RandAugment policies (Rotate, Shear, Translate) are NOT label-aware here: the VOLO configs
 of this project use the photometric RandAugment policies only.
 """
-import math
 import os.path as osp
 from typing import Optional
 
@@ -112,48 +111,3 @@ class TokenLabelRandomResizedCrop(RandomResizedCrop):
                 x0 + bw * (offset_w + target_w) / w, y0 + bh * (offset_h + target_h) / h,
             ], dtype=np.float32)
         return results
-
-
-@TRANSFORMS.register_module()
-class PaddedCenterCrop(BaseTransform):
-    """Center crop that pads (centred, value 0) when the image is smaller than the crop.
-
-    This is torchvision's ``CenterCrop`` as timm's evaluation transform uses it: with a crop
-    ratio above 1 (VOLO-D5 at 448/512: ``crop_pct=1.15``) the resized image is smaller than
-    the crop and is padded with black borders on all sides. (mmcv's ``CenterCrop`` with
-    ``auto_pad`` pads at the bottom/right only.)
-
-    Args:
-        crop_size (int | tuple[int, int]): ``(w, h)`` or one int.
-    """
-
-    def __init__(self, crop_size):
-        if isinstance(crop_size, int):
-            crop_size = (crop_size, crop_size)
-        self.crop_w, self.crop_h = int(crop_size[0]), int(crop_size[1])
-
-    def transform(self, results: dict) -> dict:
-        img = results['img']
-        h, w = img.shape[:2]
-        if self.crop_w > w or self.crop_h > h:
-            left = (self.crop_w - w) // 2 if self.crop_w > w else 0
-            top = (self.crop_h - h) // 2 if self.crop_h > h else 0
-            right = (self.crop_w - w + 1) // 2 if self.crop_w > w else 0
-            bottom = (self.crop_h - h + 1) // 2 if self.crop_h > h else 0
-            img = mmcv.impad(img, padding=(left, top, right, bottom), pad_val=0)
-            h, w = img.shape[:2]
-        top = int(round((h - self.crop_h) / 2.0))
-        left = int(round((w - self.crop_w) / 2.0))
-        img = img[top:top + self.crop_h, left:left + self.crop_w]
-        results['img'] = img
-        results['img_shape'] = img.shape
-        return results
-
-    def __repr__(self):
-        return f'{self.__class__.__name__}(crop_size=({self.crop_w}, {self.crop_h}))'
-
-
-def timm_eval_resize(img_size: int, crop_pct: float) -> int:
-    """timm's evaluation resize: the short side goes to ``floor(img_size / crop_pct)``."""
-    return int(math.floor(img_size / crop_pct))
-
