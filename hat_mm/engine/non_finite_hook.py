@@ -19,7 +19,7 @@ from mmengine.registry import HOOKS
 
 
 
-def _advice(runner, scaler) -> str:
+def _advice(runner, scaler, last) -> str:
     wrapper = runner.optim_wrapper
     lrs = [lr for group in (wrapper.get_lr() if hasattr(wrapper, 'get_lr') else {}).values()
            for lr in group]
@@ -29,8 +29,8 @@ def _advice(runner, scaler) -> str:
         tips.append('gradient clipping: optim_wrapper.clip_grad=dict(max_norm=1.0)')
     if scaler is not None and getattr(wrapper, 'cast_dtype', None) != torch.bfloat16:
         tips.append('--amp bf16 instead of fp16')
-    return ('Try ' + ', '.join(tips[:-1]) + ' or ' + tips[-1] + '; then continue from the '
-            'last checkpoint with --resume.')
+    return ('Try ' + ', '.join(tips[:-1]) + ' or ' + tips[-1] + '; then '
+            + ('continue from the last checkpoint with --resume.' if last else 'start again.'))
 
 
 class TrainingDivergedError(RuntimeError):
@@ -132,6 +132,6 @@ class NonFiniteCheckHook(Hook):
             f'with non-finite values; NonFiniteCheckHook.max_bad_steps={limit}). No checkpoint '
             'was written from these weights; '
             + (f'the last checkpoint is {last}. ' if last else 'none had been written yet. ')
-            + _advice(runner, self._scaler(runner)))
+            + _advice(runner, self._scaler(runner), last))
         runner.logger.error(message)
         raise TrainingDivergedError(message)
