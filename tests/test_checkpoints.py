@@ -120,7 +120,7 @@ def test_dataset_and_evaluator_paths_name_the_layout_and_fix(tmp_path):
     with pytest.raises(FileNotFoundError, match='make_tiny_ade20k.py') as err:
         check_dataset_paths(cfg, ['val_dataloader'])
     assert '--cfg-options val_dataloader.dataset.dataset.data_root=' in str(err.value)
-    with pytest.raises(FileNotFoundError, match=r'val_evaluator\[0\]\.ann_file='):
+    with pytest.raises(FileNotFoundError, match=r'val_evaluator\.0\.ann_file='):
         check_evaluator_files(cfg, ['val_evaluator'])
     (tmp_path / 'ann.json').write_text('{}')
     check_evaluator_files(cfg, ['val_evaluator'])

@@ -14,7 +14,6 @@ import json
 import os
 import os.path as osp
 
-import torch
 from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
@@ -43,10 +42,13 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     import hat_mm  # noqa: F401
-    from hat_mm.utils import (check_checkpoint_file, check_dataset_paths,
-                              check_evaluator_files, load_weights_strict)
+    from hat_mm.datasets import check_annotation_files
+    from hat_mm.utils import (check_cfg_options, check_checkpoint_file, check_dataset_paths,
+                              check_evaluator_files, init_cpu_process_group,
+                              load_weights_strict, set_collective_timeout, watch_ranks)
 
     cfg = Config.fromfile(args.config)
+    check_cfg_options(cfg, args.cfg_options)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     cfg.launcher = args.launcher
@@ -63,12 +65,12 @@ def main(argv=None):
         cfg.tta_model.module = cfg.model
         cfg.model = cfg.tta_model
     check_dataset_paths(cfg, ['test_dataloader'])
+    check_annotation_files(cfg, ['test_dataloader'])
     check_evaluator_files(cfg, ['test_evaluator'])
     check_checkpoint_file(args.checkpoint)
     cfg.load_from, cfg.resume = None, False  # loaded below, strictly
-    if args.launcher != 'none' and not torch.cuda.is_available() \
-            and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(backend='gloo')
+    timeout = set_collective_timeout(cfg)
+    init_cpu_process_group(cfg, args.launcher)  # gloo when there is no GPU
 
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
     model = runner.model
@@ -76,7 +78,8 @@ def main(argv=None):
         model = model.module
     load_weights_strict(model, args.checkpoint)
     runner.logger.info(f'Loaded every weight of the model from {args.checkpoint}')
-    metrics = runner.test()
+    with watch_ranks(timeout):
+        metrics = runner.test()
 
     if runner.rank == 0:
         shown = '  '.join(f'{k}: {v:.2f}' if isinstance(v, float) else f'{k}: {v}'

@@ -78,25 +78,29 @@ def merge_args(cfg, args):
 def main(argv=None):
     args = parse_args(argv)
     import hat_mm  # noqa: F401  registers HAT parts; allow-lists mmengine checkpoint classes
+    from hat_mm.datasets import check_annotation_files, enable_skip_unreadable_images
     from hat_mm.engine import HATRunner, prepare_resume
-    from hat_mm.utils import (check_checkpoint_file, check_dataset_paths,
-                              check_evaluator_files, check_pretrained_paths)
+    from hat_mm.utils import (check_cfg_options, check_checkpoint_file, check_dataset_paths,
+                              check_evaluator_files, check_pretrained_paths,
+                              init_cpu_process_group, set_collective_timeout, watch_ranks)
 
-    cfg = merge_args(Config.fromfile(args.config), args)
+    cfg = Config.fromfile(args.config)
+    check_cfg_options(cfg, args.cfg_options)
+    cfg = merge_args(cfg, args)
+    timeout = set_collective_timeout(cfg)
     validate = all(cfg.get(k) is not None for k in ('val_cfg', 'val_dataloader',
                                                      'val_evaluator'))  # mmengine's rule
-    check_dataset_paths(cfg, ['train_dataloader'] + (['val_dataloader'] if validate else []))
+    loaders = ['train_dataloader'] + (['val_dataloader'] if validate else [])
+    check_dataset_paths(cfg, loaders)
+    check_annotation_files(cfg, loaders)  # every malformed line and bad label, named
+    enable_skip_unreadable_images(cfg)  # opt-in: skip_unreadable_images=<max batch fraction>
     check_evaluator_files(cfg, ['val_evaluator'] if validate else [])
     if not cfg.get('resume'):
         check_pretrained_paths(cfg)
     if cfg.get('load_from'):
         check_checkpoint_file(cfg.load_from, 'resume checkpoint' if cfg.get('resume')
                               else 'load_from checkpoint')
-    if args.launcher != 'none' and not torch.cuda.is_available() \
-            and not torch.distributed.is_initialized():
-        # mmengine's launcher would call torch.cuda.set_device; on CPU use gloo directly.
-        torch.distributed.init_process_group(backend='gloo')
-        cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+    init_cpu_process_group(cfg, args.launcher)  # gloo when there is no GPU
 
     if 'runner_type' in cfg:
         runner = RUNNERS.build(cfg)
@@ -104,7 +108,8 @@ def main(argv=None):
         runner = Runner.from_cfg(cfg)
     if not isinstance(runner, HATRunner):  # HATRunner checks it itself
         prepare_resume(runner)  # the checkpoint found (or none), checked against the model
-    runner.train()
+    with watch_ranks(timeout):  # a lost rank is named when a collective fails
+        runner.train()
 
 
 if __name__ == '__main__':

@@ -1,6 +1,6 @@
 """Early checks of a config's inputs, with messages that say how to fix them."""
 import os.path as osp
-from typing import Iterable, Iterator, Tuple
+from typing import Iterable, Iterator, Optional, Tuple
 
 # what each dataset family expects under data_root, and how to make small data of that kind
 LAYOUTS = {
@@ -24,15 +24,15 @@ def _layout(dataset_type) -> tuple:
     return LAYOUTS['imagenet']
 
 
-def _datasets(cfg, prefix: str) -> Iterator[Tuple[str, dict]]:
+def dataset_configs(cfg, prefix: str) -> Iterator[Tuple[str, dict]]:
     """Yield ``(config path, dataset cfg)``, looking inside dataset wrappers."""
     if not isinstance(cfg, dict):
         return
     if 'datasets' in cfg:  # ConcatDataset and friends
         for i, sub in enumerate(cfg['datasets']):
-            yield from _datasets(sub, f'{prefix}.datasets[{i}]')
+            yield from dataset_configs(sub, f'{prefix}.datasets.{i}')  # --cfg-options syntax
     elif 'dataset' in cfg:  # RepeatDataset, ClassBalancedDataset, ...
-        yield from _datasets(cfg['dataset'], f'{prefix}.dataset')
+        yield from dataset_configs(cfg['dataset'], f'{prefix}.dataset')
     else:
         yield prefix, cfg
 
@@ -43,7 +43,7 @@ def check_dataset_paths(cfg, dataloader_keys: Iterable[str]) -> None:
         loader = cfg.get(key)
         if not loader or 'dataset' not in loader:
             continue
-        for where, ds in _datasets(loader['dataset'], f'{key}.dataset'):
+        for where, ds in dataset_configs(loader['dataset'], f'{key}.dataset'):
             root = ds.get('data_root') or ''
             if '://' in str(root):
                 continue  # remote storage: leave it to the file backend
@@ -64,19 +64,70 @@ def check_dataset_paths(cfg, dataloader_keys: Iterable[str]) -> None:
                         'makes mmpretrain scan class folders).')
 
 
+def _evaluator_ann_files(cfg, key: str) -> Iterator[Tuple[str, str]]:
+    """Yield ``(config path, ann_file)`` of the metrics of evaluator ``key`` that have one."""
+    evaluator = cfg.get(key)
+    metrics = evaluator if isinstance(evaluator, (list, tuple)) else [evaluator]
+    for i, metric in enumerate(metrics):
+        ann = metric.get('ann_file') if isinstance(metric, dict) else None
+        if ann:
+            yield (key if not isinstance(evaluator, (list, tuple)) else f'{key}.{i}'), ann
+
+
 def check_evaluator_files(cfg, evaluator_keys: Iterable[str]) -> None:
     """Fail early when an evaluator's ``ann_file`` (COCO metrics) does not exist."""
     for key in evaluator_keys:
-        evaluator = cfg.get(key)
-        metrics = evaluator if isinstance(evaluator, (list, tuple)) else [evaluator]
-        for i, metric in enumerate(metrics):
-            ann = metric.get('ann_file') if isinstance(metric, dict) else None
-            if ann and '://' not in str(ann) and not osp.isfile(ann):
-                where = key if not isinstance(evaluator, (list, tuple)) else f'{key}[{i}]'
+        for where, ann in _evaluator_ann_files(cfg, key):
+            if '://' not in str(ann) and not osp.isfile(ann):
                 raise FileNotFoundError(
                     f"{where}.ann_file='{ann}' does not exist. Evaluators keep their own "
                     f'annotation path: set it with the data, e.g. --cfg-options '
                     f'{where}.ann_file=/path/to/annotations.json')
+
+
+def _rebase(path: str, old_root: str, new_root: str) -> Optional[str]:
+    """``path`` with its leading ``old_root`` replaced by ``new_root``; None if not under it."""
+    old, path = old_root.rstrip('/'), str(path)
+    if path == old or path.startswith(old + '/'):
+        return new_root.rstrip('/') + path[len(old):]
+    return None
+
+
+def check_cfg_options(cfg, options: dict) -> None:
+    """Refuse ``--cfg-options data_root=...``, which would change nothing.
+
+    mmengine substitutes a config file's variables (``data_root = 'data/imagenet'``) into the
+    settings that use them when it reads the file, so a top-level ``data_root`` set afterwards
+    reaches no dataset, and the run would silently use the default folder. The message gives
+    the exact ``--cfg-options`` line that does move the data: every dataloader's
+    ``data_root`` and every evaluator ``ann_file`` that the file derived from it (``cfg`` is
+    the config as read, before the options are merged).
+    """
+    if not options or 'data_root' not in options:
+        return
+    new, old = str(options['data_root']), cfg.get('data_root') or None
+    keys = {}
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        loader = cfg.get(key)
+        if isinstance(loader, dict) and 'dataset' in loader:
+            for where, ds in dataset_configs(loader['dataset'], f'{key}.dataset'):
+                root = ds.get('data_root')
+                moved = new if old is None else _rebase(root or '', str(old), new)
+                if root is not None and moved is not None:
+                    keys[f'{where}.data_root'] = moved
+    for key in ('val_evaluator', 'test_evaluator'):
+        for where, ann in (_evaluator_ann_files(cfg, key) if old is not None else ()):
+            moved = _rebase(ann, str(old), new)
+            if moved is not None:
+                keys[f'{where}.ann_file'] = moved
+    if keys and all(options.get(k) == v for k, v in keys.items()):
+        return  # the keys that matter are set too; the top-level one is harmless
+    line = ' '.join(f'{k}={v}' for k, v in keys.items())
+    raise ValueError(
+        f'--cfg-options data_root={new} would change nothing: the config file\'s data_root '
+        f'({old!r}) was already substituted into the dataset settings when the file was read'
+        + (f'. Set the keys that hold it instead:\n  --cfg-options {line}' if keys else
+           ', and no dataloader of this config has a data_root to set.'))
 
 
 def _pretrained_inits(node, where: str):

@@ -1,6 +1,7 @@
 """Pipeline transforms, registered in mmpretrain's ``TRANSFORMS``."""
+from .image_loading import LoadImageFromFile, UnreadableImageError
 from .padded_center_crop import PaddedCenterCrop
 from .token_label_maps import LoadTokenLabel, TokenLabelRandomResizedCrop, token_label_path
 
-__all__ = ['LoadTokenLabel', 'PaddedCenterCrop', 'TokenLabelRandomResizedCrop',
-           'token_label_path']
+__all__ = ['LoadImageFromFile', 'UnreadableImageError', 'LoadTokenLabel', 'PaddedCenterCrop',
+           'TokenLabelRandomResizedCrop', 'token_label_path']

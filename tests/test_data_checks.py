@@ -1,0 +1,206 @@
+"""Data problems are named: a top-level ``data_root`` override that would change nothing,
+malformed annotation files and labels out of range (before anything is built), unreadable
+images (by path; skipped and counted when asked)."""
+import os.path as osp
+import re
+import shutil
+from unittest import mock
+
+import pytest
+from mmengine.config import Config
+
+from hat_mm.datasets import (SkipUnreadableImages, UnreadableImageError, UnreadableImagesHook,
+                             check_annotation_files, enable_skip_unreadable_images)
+from hat_mm.utils import check_cfg_options, check_dataset_paths
+
+from .runner_utils import DEMO_CONFIG, ROOT, small_run_options, train
+
+COCO_CONFIG = osp.join(ROOT, 'configs', 'downstream',
+                       'cascade-mask-rcnn_hat-swin-t-p4-w7_fpn_giou-4conv1f_ms-crop-3x_coco.py')
+
+
+def _suggested_options(message):
+    """The ``key=value`` pairs of the --cfg-options line in the error message."""
+    line = message.split('--cfg-options ')[-1].strip()
+    return dict(pair.split('=', 1) for pair in line.split())
+
+
+def test_top_level_data_root_is_refused_with_the_keys_that_work(digits_root):
+    cfg = Config.fromfile(DEMO_CONFIG)
+    with pytest.raises(ValueError, match='would change nothing') as err:
+        check_cfg_options(cfg, {'data_root': digits_root})
+    suggested = _suggested_options(str(err.value))
+    assert suggested == {f'{split}_dataloader.dataset.data_root': digits_root
+                         for split in ('train', 'val', 'test')}
+    # the suggested line moves every dataloader, and then the top-level key is harmless
+    cfg.merge_from_dict(suggested)
+    check_dataset_paths(cfg, ['train_dataloader', 'val_dataloader', 'test_dataloader'])
+    check_cfg_options(Config.fromfile(DEMO_CONFIG), dict(suggested, data_root=digits_root))
+    check_cfg_options(Config.fromfile(DEMO_CONFIG), suggested)  # no data_root: no check
+
+
+def test_top_level_data_root_of_coco_names_the_evaluator_files():
+    cfg = Config.fromfile(COCO_CONFIG)
+    with pytest.raises(ValueError) as err:
+        check_cfg_options(cfg, {'data_root': '/mnt/coco'})
+    suggested = _suggested_options(str(err.value))
+    ann = '/mnt/coco/annotations/instances_val2017.json'
+    assert suggested == {
+        'train_dataloader.dataset.data_root': '/mnt/coco/',
+        'val_dataloader.dataset.data_root': '/mnt/coco/',
+        'test_dataloader.dataset.data_root': '/mnt/coco/',
+        'val_evaluator.ann_file': ann, 'test_evaluator.ann_file': ann}
+    # every path that the file derived from its data_root is among them
+    old = cfg.data_root.rstrip('/')
+    assert cfg.val_evaluator.ann_file.startswith(old) and cfg.val_dataloader.dataset.data_root
+
+
+@pytest.mark.parametrize('tool', ['train', 'test'])
+def test_tools_refuse_top_level_data_root(digits_root, tool, tmp_path):
+    """Before: the option was merged, ignored, and the run used data/digits."""
+    import importlib
+    main = importlib.import_module(f'tools.{tool}').main
+    argv = [DEMO_CONFIG] + (['missing.pth'] if tool == 'test' else [])
+    with pytest.raises(ValueError,
+                       match=re.escape(f'train_dataloader.dataset.data_root={digits_root} ')):
+        main(argv + ['--work-dir', str(tmp_path), '--cfg-options', f'data_root={digits_root}'])
+
+
+# -- annotation files ------------------------------------------------------------------
+def _digits_copy(digits_root, tmp_path):
+    root = tmp_path / 'digits'
+    shutil.copytree(digits_root, root)
+    return root
+
+
+def _demo_cfg(root, **dataset):
+    cfg = Config.fromfile(DEMO_CONFIG)
+    for split in ('train', 'val', 'test'):
+        cfg[f'{split}_dataloader'].dataset.data_root = str(root)
+    cfg.train_dataloader.dataset.update(dataset)
+    return cfg
+
+
+def test_malformed_annotation_lines_are_named(digits_root, tmp_path):
+    root = _digits_copy(digits_root, tmp_path)
+    ann = root / 'meta' / 'train.txt'
+    lines = ann.read_text().splitlines()
+    good = lines[3]
+    lines[2] = lines[2].rsplit(' ', 1)[0]  # a path with no label
+    lines[5] = lines[5].rsplit(' ', 1)[0] + ' five'
+    lines[7] = ''
+    lines[9] = lines[9].rsplit(' ', 1)[0] + ' 10'  # 10 classes: labels 0..9
+    lines[11] = lines[11].rsplit(' ', 1)[0] + ' -1'
+    ann.write_text('\n'.join(lines) + '\n')
+    cfg = _demo_cfg(root)
+    with pytest.raises(ValueError) as err:
+        check_annotation_files(cfg, ['train_dataloader', 'val_dataloader'])
+    msg = str(err.value)
+    assert msg.startswith('train_dataloader.dataset.ann_file: 5 line(s) of ')
+    for lineno, problem in ((3, 'no label'), (6, "label 'five' is not an integer"),
+                            (8, 'blank line'), (10, 'label 10 is outside [0, 10)'),
+                            (12, 'label -1 is outside [0, 10)')):
+        assert f'{ann}:{lineno}: {problem}' in msg
+    assert f'{ann}:4:' not in msg and good  # good lines are not reported
+
+    # the model's head bounds the labels too (the loss is what failed mid-training)
+    ann.write_text('\n'.join(lines[:2]) + f"\n{lines[9].rsplit(' ', 1)[0]} 9\n")
+    cfg.model.head.num_classes = 9
+    with pytest.raises(ValueError, match=r'(?s)\(model.head.num_classes=9\).*:3: label 9 is '
+                                         r'outside \[0, 9\)'):
+        check_annotation_files(cfg, ['train_dataloader'])
+    cfg.model.head.num_classes = 10
+    check_annotation_files(cfg, ['train_dataloader', 'val_dataloader'])  # all good now
+
+
+def test_more_class_folders_than_the_head_has_classes(digits_root, tmp_path):
+    root = _digits_copy(digits_root, tmp_path)
+    shutil.rmtree(root / 'meta')  # no annotation list: labels from the class folders
+    cfg = _demo_cfg(root, metainfo=None)
+    cfg.model.head.num_classes = 8
+    with pytest.raises(ValueError, match='has 10 class folders.*model.head.num_classes=8'):
+        check_annotation_files(cfg, ['train_dataloader'])
+
+
+@pytest.mark.parametrize('tool', ['train', 'test'])
+def test_tools_check_annotation_files_before_building(digits_root, tmp_path, tool):
+    """Before: ``not enough values to unpack`` from inside mmpretrain, no file named."""
+    import importlib
+    root = _digits_copy(digits_root, tmp_path)
+    ann = root / 'meta' / 'val.txt'
+    ann.write_text(ann.read_text() + 'orphan.png\n')
+    n = len(ann.read_text().splitlines())
+    argv = [DEMO_CONFIG] + (['missing.pth'] if tool == 'test' else [])
+    options = [f'{s}_dataloader.dataset.data_root={root}' for s in ('train', 'val', 'test')]
+    with pytest.raises(ValueError, match=re.escape(f'{ann}:{n}: no label')):
+        importlib.import_module(f'tools.{tool}').main(
+            argv + ['--work-dir', str(tmp_path / 'w'), '--cfg-options', *options])
+
+
+# -- unreadable images -----------------------------------------------------------------
+def test_unreadable_image_is_named_by_the_configs_pipeline(digits_root, tmp_path):
+    """The demo config, unedited, loads images through hat_mm's LoadImageFromFile."""
+    from mmengine.registry import DATASETS, init_default_scope
+    root = _digits_copy(digits_root, tmp_path)
+    cfg = _demo_cfg(root)
+    init_default_scope('mmpretrain')
+    dataset = DATASETS.build(cfg.train_dataloader.dataset)
+    paths = [dataset.get_data_info(i)['img_path'] for i in range(3)]
+    open(paths[0], 'wb').close()  # zero bytes: OpenCV's "!buf.empty()" before
+    with open(paths[1], 'wb') as f:
+        f.write(b'\x89PNG not really')  # truncated/corrupt: decodes to None
+    for i in (0, 1):
+        with pytest.raises(UnreadableImageError, match=re.escape(f'cannot read image {paths[i]}')):
+            dataset[i]
+    assert dataset[2]['inputs'].shape == (3, 32, 32)  # readable images load as before
+
+
+def test_skip_unreadable_images_replaces_and_reports(digits_root, tmp_path):
+    from mmengine.registry import init_default_scope
+    from mmengine.structures import BaseDataElement
+    init_default_scope('mmpretrain')
+    root = _digits_copy(digits_root, tmp_path)
+    cfg = _demo_cfg(root)
+    cfg.skip_unreadable_images = 0.25
+    enable_skip_unreadable_images(cfg)
+    assert cfg.train_dataloader.dataset.type == 'SkipUnreadableImages'
+    hook_cfg = cfg.custom_hooks[-1]
+    assert hook_cfg == dict(type='UnreadableImagesHook', max_fraction=0.25)
+    dataset = SkipUnreadableImages(cfg.train_dataloader.dataset.dataset)
+    bad = [dataset.get_data_info(i)['img_path'] for i in (4, 5)]
+    for path in bad:
+        open(path, 'wb').close()
+    sample = dataset[4]  # 4 and 5 unreadable: sample 6 stands in, carrying their paths
+    assert sample['data_samples'].img_path == dataset.get_data_info(6)['img_path']
+    assert sample['data_samples'].skipped_unreadable_images == bad
+    assert 'skipped_unreadable_images' not in dataset[3]['data_samples']
+
+    hook = UnreadableImagesHook(max_fraction=0.25)
+    runner = mock.MagicMock(iter=41)
+    clean = [BaseDataElement() for _ in range(7)]
+    hook.before_train_epoch(runner)
+    hook.before_train_iter(runner, 0, dict(data_samples=clean + [sample['data_samples']]))
+    assert hook.count == 2  # 2 of 8 = 0.25: logged, training goes on
+    logged = [c.args[0] for c in runner.logger.warning.call_args_list]
+    assert logged == [f'Skipped unreadable image {p}' for p in bad]
+    with pytest.raises(RuntimeError, match='2 of the 7 images of iteration 42 cannot be read'):
+        hook.before_train_iter(runner, 1, dict(data_samples=clean[:6] + [sample['data_samples']]))
+    with pytest.raises(ValueError, match='skip_unreadable_images'):
+        enable_skip_unreadable_images(Config(dict(skip_unreadable_images=True,
+                                                  train_dataloader=dict(dataset=dict()))))
+
+
+def test_train_skips_unreadable_images_when_asked(digits_root, tmp_path):
+    """End to end: a zero-byte image stops a plain run with its path; with
+    ``skip_unreadable_images`` the run finishes and logs the path and the epoch count."""
+    root = _digits_copy(digits_root, tmp_path)
+    bad = root / 'train' / 'digit_0' / 'digit_0_00000.png'  # first line of meta/train.txt
+    bad.write_bytes(b'')
+    options = small_run_options(root, train_images=32, val_images=16) + [
+        'train_dataloader.batch_size=16', 'train_dataloader.sampler.shuffle=False']
+    res = train(DEMO_CONFIG, tmp_path / 'plain', options)
+    assert res.returncode != 0 and f'cannot read image {bad}' in res.stdout, res.stdout[-3000:]
+    res = train(DEMO_CONFIG, tmp_path / 'skip', options + ['skip_unreadable_images=0.1'])
+    assert res.returncode == 0, res.stdout[-3000:]
+    assert f'Skipped unreadable image {bad}' in res.stdout
+    assert 'Epoch 1: skipped 1 unreadable images' in res.stdout
