@@ -321,15 +321,17 @@ def test_resume_without_a_checkpoint_says_so_and_starts_at_epoch_0(digits_root, 
 @pytest.mark.parametrize('runner_type', ['HATRunner', 'Runner'])
 def test_resume_with_another_architecture_names_the_mismatch(one_epoch_checkpoint, digits_root,
                                                              tmp_path, runner_type):
+    """A 3-layer model resumed from the 4-layer demo's checkpoint (both runner types)."""
     res = train(DEMO_CONFIG, tmp_path, small_run_options(digits_root, train_images=32) + [
-        'model.head.num_classes=7', 'data_preprocessor.num_classes=7',
-        f'runner_type={runner_type}'], extra=['--resume', str(one_epoch_checkpoint)])
+        'model.backbone.arch.num_layers=3', f'runner_type={runner_type}'],
+        extra=['--resume', str(one_epoch_checkpoint)])
     assert res.returncode != 0
     assert (f'resume checkpoint {one_epoch_checkpoint} does not match the model of this '
-            'config (shape mismatch: head.layers.head.weight: checkpoint (10, 96) vs model '
-            '(7, 96), head.layers.head.bias: checkpoint (10,) vs model (7,)). Resume with the '
-            'config the checkpoint was trained with') in res.stdout
-    assert 'size mismatch' not in res.stdout  # stopped before loading anything
+            'config (not in model: backbone.layers.3.ln1.weight, backbone.layers.3.ln1.bias, '
+            'backbone.layers.3.attn.qkv.weight, ') in res.stdout
+    assert ' ... (12 in all)). Resume with the config the checkpoint was trained with' \
+        in res.stdout
+    assert 'unexpected key' not in res.stdout  # stopped before loading anything
     assert not list(tmp_path.glob('*.pth'))
 
 
