@@ -39,3 +39,35 @@ def run_tool(args, timeout=600, env=None):
 def train(config, work_dir, options, extra=(), timeout=600):
     return run_tool([sys.executable, 'tools/train.py', config, '--work-dir', str(work_dir),
                      *extra, '--cfg-options', *options], timeout=timeout)
+
+
+def demo_train_cfg(digits_root, work_dir, name, max_epochs=4, adv_epochs=2, workers=0,
+                   custom_hooks=(), resume=False, validate=True):
+    """The demo config for HATRunner, cut to 3 iterations an epoch (48 images, batches of
+    16) with all its random parts on (RandomResizedCrop, mixup, drop-path, shuffling), an EMA
+    model, a checkpoint every epoch and (``validate``) validation on 16 images every epoch."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(DEMO_CONFIG)
+    cfg.work_dir = str(work_dir)
+    cfg.experiment_name = name
+    cfg.hat.adv_epochs = adv_epochs
+    cfg.model.backbone.drop_path_rate = 0.1
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[key].dataset.data_root = digits_root
+        cfg[key].num_workers = workers
+        cfg[key].persistent_workers = workers > 0
+    cfg.train_dataloader.dataset.indices = 48
+    cfg.train_dataloader.batch_size = 16
+    cfg.val_dataloader.dataset.indices = 16
+    if not validate:
+        cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+    cfg.train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=1)
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=1)
+    cfg.default_hooks.logger.interval = 1
+    cfg.param_scheduler[0].end = cfg.param_scheduler[1].begin = 1  # warm-up: one epoch
+    cfg.param_scheduler[1].end = max_epochs
+    cfg.param_scheduler = cfg.param_scheduler[:1 if max_epochs == 1 else 2]
+    cfg.custom_hooks = [dict(type='EMAHook', momentum=0.01, priority='ABOVE_NORMAL'),
+                        *custom_hooks]
+    cfg.resume = resume
+    return cfg

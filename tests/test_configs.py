@@ -81,7 +81,9 @@ def test_no_clipping_best_checkpoint_no_ema(name):
     ckpt = cfg.default_hooks.checkpoint
     assert (ckpt.save_best, ckpt.rule, ckpt.max_keep_ckpts) == ('accuracy/top1', 'greater', 3)
     # --model-ema is off by default and no published command turns it on
-    assert [h['type'] for h in cfg.custom_hooks] == ['HATPhaseHook']
+    assert [h['type'] for h in cfg.custom_hooks] == ['HATPhaseHook', 'NonFiniteCheckHook',
+                                                     'RNGStateHook']
+    assert ckpt.type == 'SafeCheckpointHook'  # HATRunner's: atomic saves, safe rotation
 
 
 @pytest.mark.parametrize('name', [n for n in ALL_PAPER_CONFIGS if 'volo' not in n])

@@ -150,7 +150,10 @@ def test_config_builds_with_spec_params_and_recipe(arch):
     # the official dense Swin builds every output norm fresh: norm3 is not loaded
     assert cfg.custom_hooks == [dict(type='CheckPretrainedKeysHook',
                                      allow_missing=['norm0.', 'norm1.', 'norm2.'],
-                                     reinit=['norm3'])]
+                                     reinit=['norm3']),
+                                dict(type='NonFiniteCheckHook'), dict(type='RNGStateHook')]
+    ckpt = cfg.default_hooks.checkpoint
+    assert (ckpt.type, ckpt.interval) == ('SafeCheckpointHook', 1)  # mmdet's interval kept
 
     bb = cfg.model.backbone
     assert bb.type == 'mmpretrain.SwinTransformer' and bb.arch == SWIN_ARCH[arch]

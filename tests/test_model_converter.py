@@ -16,9 +16,10 @@ import pytest
 import torch
 
 from hat_mm.utils import CheckpointError, load_weights_strict
+from tools.model_converters.common import verify_against_target
 from tools.model_converters.timm_to_mmpretrain import (
     ARCHS, build_target_model, convert_checkpoint, convert_state_dict, detect_arch,
-    merging_permutation, verify_against_target)
+    merging_permutation)
 
 from .runner_utils import ROOT, run_tool
 
@@ -241,7 +242,7 @@ def test_larger_models_are_detected_and_mapped(timm_name, arch):
     target = model.state_dict()
     for k in [k for k in target if k.endswith('relative_position_index')]:
         assert torch.equal(converted[k], target[k])  # official index == mmpretrain's
-    verify_against_target(converted, target, arch)
+    verify_against_target(converted, target, arch, ARCHS[arch]['config'])
     model.load_state_dict(converted, strict=True)
     # each other arch refuses these weights, naming what was found
     other = next(a for a in ARCHS if a != arch and a[:3] == arch[:3])
@@ -282,7 +283,7 @@ def test_other_architectures_are_refused(swin_t, vit_t, tmp_path):
     target = build_target_model(arch).state_dict()
     with pytest.raises(CheckpointError, match=r'head\.layers\.head\.weight: converted '
                                               r'\(10, 192\) vs model \(1000, 192\)'):
-        verify_against_target(state, target, arch)
+        verify_against_target(state, target, arch, ARCHS[arch]['config'])
 
 
 def test_corrupt_file_and_same_output_are_refused(vit_t, tmp_path):

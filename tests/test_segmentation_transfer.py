@@ -151,7 +151,10 @@ def test_config_settings_and_params(size):
     assert bb.window_size == 7 and 'depths' not in bb  # mmseg's own keys are gone
     assert cfg.pretrained == f'work_dirs/hat_swin_{size}/epoch_310.pth'
     assert bb.init_cfg == dict(type='Pretrained', checkpoint=cfg.pretrained, prefix='backbone.')
-    assert [h.type for h in cfg.custom_hooks] == ['CheckPretrainedKeysHook']
+    assert [h.type for h in cfg.custom_hooks] == ['CheckPretrainedKeysHook',
+                                                  'NonFiniteCheckHook']
+    assert cfg.default_hooks.checkpoint.type == 'SafeCheckpointHook'
+    assert cfg.default_hooks.checkpoint.interval == 16000  # mmseg's schedule is kept
     assert cfg.custom_hooks[0].allow_missing == OUTPUT_NORMS
     assert cfg.custom_hooks[0].reinit == ['norm3']  # official: every output norm is new
     # heads

@@ -79,6 +79,7 @@ def main(argv=None):
     args = parse_args(argv)
     import hat_mm  # noqa: F401  registers HAT parts; allow-lists mmengine checkpoint classes
     from hat_mm.datasets import check_annotation_files, enable_skip_unreadable_images
+    from hat_mm.engine import HATRunner, prepare_resume
     from hat_mm.utils import (check_cfg_options, check_checkpoint_file, check_dataset_paths,
                               check_evaluator_files, check_pretrained_paths,
                               init_cpu_process_group, set_collective_timeout, watch_ranks)
@@ -105,6 +106,8 @@ def main(argv=None):
         runner = RUNNERS.build(cfg)
     else:
         runner = Runner.from_cfg(cfg)
+    if not isinstance(runner, HATRunner):  # HATRunner checks it itself
+        prepare_resume(runner)  # the checkpoint found (or none), checked against the model
     with watch_ranks(timeout):  # a lost rank is named when a collective fails
         runner.train()
 

@@ -49,7 +49,10 @@ model = dict(
 custom_hooks = [
     dict(type='CheckPretrainedKeysHook', allow_missing=['norm0.', 'norm1.', 'norm2.'],
          reinit=['norm3']),
+    dict(type='NonFiniteCheckHook'),  # long runs (README "Long runs"): stop on NaN/inf
 ]
+# checkpoints written atomically, old ones removed only after the new one is complete
+default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook'))
 
 # Multi-scale + flip testing as the official code's --aug-test: the 2048x512 test scale times
 # each ratio (keep ratio), each with and without a horizontal flip; SegTTAModel (`tta_model`,

@@ -1,6 +1,11 @@
+from .checkpoint_hook import AtomicLocalBackend, SafeCheckpointHook
 from .hat_phase_hook import HATPhaseHook
 from .hat_runner import HATRunner, apply_hat
+from .non_finite_hook import NonFiniteCheckHook, TrainingDivergedError
 from .pretrained_keys_hook import CheckPretrainedKeysHook, compare_with_checkpoint
+from .resume import prepare_resume
+from .rng_state_hook import RNGStateHook
 
 __all__ = ['HATPhaseHook', 'HATRunner', 'apply_hat', 'CheckPretrainedKeysHook',
-           'compare_with_checkpoint']
+           'compare_with_checkpoint', 'AtomicLocalBackend', 'SafeCheckpointHook',
+           'NonFiniteCheckHook', 'TrainingDivergedError', 'prepare_resume', 'RNGStateHook']

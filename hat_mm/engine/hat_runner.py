@@ -10,7 +10,9 @@ and :func:`apply_hat` rewrites the merged config before the runner is built:
   are kept), looked up in mmpretrain's ``MODELS``, so a new classifier family only needs its
   ``HAT`` subclass registered; ``model.hat`` <- ``hat`` (fields already set in ``model.hat``
   win);
-- ``custom_hooks`` gets a ``HATPhaseHook`` unless it has one (the recipe's hooks are kept);
+- ``custom_hooks`` gets a ``HATPhaseHook``, a ``NonFiniteCheckHook`` and an ``RNGStateHook``
+  unless it has them (the recipe's hooks are kept); mmengine's ``CheckpointHook`` becomes
+  ``SafeCheckpointHook`` (same options; atomic saves, rotation after the new checkpoint);
 - ``model_wrapper_cfg`` defaults to ``HATDistributedDataParallel``;
 - a top-level ``compile`` (mmengine's switch, which would ``torch.compile`` the whole
   ``train_step``, HAT loop and optimizer step included) moves to ``model.compile``, which
@@ -24,7 +26,11 @@ from mmengine.config import Config, ConfigDict
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
+from .resume import prepare_resume
+
 HAT_WRAPPERS = ('HATDistributedDataParallel', )
+# added to custom_hooks unless there: the phase switch, and what long runs need
+RUN_HOOKS = ('HATPhaseHook', 'NonFiniteCheckHook', 'RNGStateHook')
 
 
 def _short_type(type_name) -> str:
@@ -66,9 +72,14 @@ def apply_hat(cfg: Config) -> Config:
         cfg.pop('compile')
 
     hooks = list(cfg.get('custom_hooks') or [])
-    if not any(_short_type(h.get('type', '')) == 'HATPhaseHook' for h in hooks):
-        hooks.append(ConfigDict(type='HATPhaseHook'))
+    present = {_short_type(h.get('type', '')) for h in hooks}
+    hooks += [ConfigDict(type=t) for t in RUN_HOOKS if t not in present]
     cfg.custom_hooks = hooks
+    default_hooks = cfg.setdefault('default_hooks', ConfigDict())
+    checkpoint = default_hooks.setdefault('checkpoint', ConfigDict(interval=1))
+    if checkpoint is not None and _short_type(checkpoint.get('type', 'CheckpointHook')) \
+            == 'CheckpointHook':
+        checkpoint['type'] = 'SafeCheckpointHook'
 
     wrapper = cfg.get('model_wrapper_cfg')
     if wrapper is None:
@@ -83,8 +94,13 @@ def apply_hat(cfg: Config) -> Config:
 
 @RUNNERS.register_module()
 class HATRunner(Runner):
-    """mmengine ``Runner`` that applies :func:`apply_hat` to its config."""
+    """mmengine ``Runner`` that applies :func:`apply_hat` to its config and checks the
+    checkpoint it resumes from (:func:`hat_mm.engine.resume.prepare_resume`)."""
 
     @classmethod
     def from_cfg(cls, cfg: Config) -> Runner:
         return super().from_cfg(apply_hat(cfg))
+
+    def load_or_resume(self) -> None:
+        prepare_resume(self)
+        super().load_or_resume()

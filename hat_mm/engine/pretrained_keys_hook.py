@@ -14,7 +14,8 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 
-from ..utils.checkpoint import CheckpointError, check_checkpoint_file
+from ..utils.checkpoint import (CheckpointError, compare_state_dicts, describe_mismatch,
+                                load_checkpoint_file, state_dict_of)
 
 
 def _pretrained_cfgs(module):
@@ -29,26 +30,16 @@ def compare_with_checkpoint(module: torch.nn.Module, checkpoint: str, prefix: st
     ``prefix`` selects and strips the checkpoint keys (``'backbone.'``); keys of the module
     starting with one of ``allow_missing`` may be absent from the checkpoint.
     """
-    from mmengine.runner.checkpoint import CheckpointLoader
-    check_checkpoint_file(checkpoint, 'pretrained checkpoint')
-    ckpt = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
-    state = ckpt.get('state_dict', ckpt)
-    state = {(k[7:] if k.startswith('module.') else k): v for k, v in state.items()}
+    what = 'pretrained checkpoint'
+    state = state_dict_of(load_checkpoint_file(checkpoint, what), f'{what} {checkpoint}')
     if prefix:
         state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
         if not state:
             raise CheckpointError(
-                f'pretrained checkpoint {checkpoint} has no key starting with '
+                f'{what} {checkpoint} has no key starting with '
                 f"prefix='{prefix}'. Fix init_cfg.prefix, or convert the checkpoint "
                 '(tools/model_converters/).')
-    own = module.state_dict()
-    return dict(
-        missing=[k for k in own if k not in state
-                 and not any(k.startswith(a) for a in allow_missing)],
-        unexpected=[k for k in state if k not in own],
-        shape=[f'{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}'
-               for k, v in own.items() if k in state and tuple(state[k].shape) != tuple(
-                   v.shape)])
+    return compare_state_dicts(module.state_dict(), state, allow_missing)
 
 
 @HOOKS.register_module()
@@ -84,16 +75,12 @@ class CheckPretrainedKeysHook(Hook):
                 where = f'model.{name}' if name else 'model'
                 result = compare_with_checkpoint(module, cfg['checkpoint'],
                                                  cfg.get('prefix'), self.allow_missing)
-                problems = [f'{label}: {", ".join(keys[:10])}'
-                            + (f' ... ({len(keys)} in all)' if len(keys) > 10 else '')
-                            for label, keys in (('missing in checkpoint', result['missing']),
-                                                ('not in model', result['unexpected']),
-                                                ('shape mismatch', result['shape'])) if keys]
+                problems = describe_mismatch(result)
                 if problems:
                     raise CheckpointError(
                         f"{where}.init_cfg checkpoint {cfg['checkpoint']} (prefix="
                         f"{cfg.get('prefix')!r}) does not fit {type(module).__name__}: "
-                        + '; '.join(problems) + '. Use a checkpoint of the same '
+                        f'{problems}. Use a checkpoint of the same '
                         'architecture (convert official releases with tools/model_converters/'
                         'timm_to_mmpretrain.py) or fix the prefix.')
                 runner.logger.info(f"{where}: every weight matches the pretrained checkpoint "

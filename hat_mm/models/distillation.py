@@ -33,7 +33,7 @@ import torch
 from mmpretrain.models import ImageClassifier
 from mmpretrain.registry import MODELS
 
-from ..utils import CheckpointError, check_checkpoint_file
+from ..utils import load_weights_strict
 from .hat_classifier import HATClassifierMixin
 
 
@@ -48,28 +48,8 @@ class _TeacherHolder:
 
 
 def _load_teacher_weights(teacher: torch.nn.Module, path: str) -> None:
-    check_checkpoint_file(path, 'teacher checkpoint')
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:  # unpickling errors come in many types
-        raise CheckpointError(f'teacher checkpoint {path} could not be loaded: {e}') from e
-    state = ckpt
-    if isinstance(ckpt, dict):
-        for key in ('state_dict', 'model'):
-            if isinstance(ckpt.get(key), dict):
-                state = ckpt[key]
-                break
-    if not isinstance(state, dict):
-        raise CheckpointError(f'teacher checkpoint {path} holds no state dict')
-    state = {(k[7:] if k.startswith('module.') else k): v for k, v in state.items()
-             if isinstance(v, torch.Tensor)}
-    result = teacher.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise CheckpointError(
-            f'teacher checkpoint {path} does not match the teacher model (missing: '
-            f'{result.missing_keys[:8]}, unexpected: {result.unexpected_keys[:8]}); check '
-            'model.teacher.model / model.teacher.config.')
+    load_weights_strict(teacher, path, 'teacher checkpoint', allow=[argparse.Namespace],
+                        fix='Check model.teacher.model / model.teacher.config.')
 
 
 @MODELS.register_module()

@@ -26,13 +26,11 @@ i.e. input feature ``(kh + 2 * kw) * C + c``; mmpretrain's ``PatchMerging`` uses
 ``nn.Unfold``, whose feature ``c * 4 + kh * 2 + kw`` is channel-major. The reduction weight
 columns and the (pre-)norm weight and bias are permuted from the first order to the second.
 """
-import argparse
-import os
 import os.path as osp
 import re
 import sys
 from collections import OrderedDict
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 
@@ -40,8 +38,12 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if ROOT not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, ROOT)
 
-from hat_mm.utils import CheckpointError, check_checkpoint_file  # noqa: E402
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD  # noqa: E402
+
+from tools.model_converters.common import (  # noqa: E402
+    CheckpointError, build_config_model, check_output_path, first_keys, format_names,
+    load_release, release_meta, run_cli, save_converted, timm_name_hint,
+    verify_against_target)
 
 # Supported architectures: what the weights of the release must show, the config that builds
 # the target model, and the timm model names of the release files.
@@ -69,11 +71,6 @@ TIMM_NAME_TO_ARCH = {n: a for a, spec in ARCHS.items() for n in spec['timm_names
 
 
 # ----------------------------------------------------------------------------- description
-def _show(items: List[str], n: int = 8) -> str:
-    items = list(items)
-    return ', '.join(items[:n]) + (f' ... ({len(items)} in all)' if len(items) > n else '')
-
-
 def _count_indices(state_dict: Dict, pattern: str) -> Dict[Tuple[int, ...], None]:
     found = {}
     for k in state_dict:
@@ -155,10 +152,6 @@ def detect_arch(state_dict: Dict[str, torch.Tensor]) -> Optional[str]:
     return None
 
 
-def _first_keys(state_dict: Dict, n: int = 6) -> str:
-    return _show(list(state_dict), n)
-
-
 # ----------------------------------------------------------------------------- key mapping
 def merging_permutation(in_channels: int) -> torch.Tensor:
     """Index ``p`` with ``unfold_feature[u] = official_feature[p[u]]`` for 2x2 patch merging.
@@ -192,6 +185,48 @@ _SWIN_BLOCK = {
 }
 
 
+def _map_keys(state_dict: Dict[str, torch.Tensor], rename, family: str, supported: str
+              ) -> 'OrderedDict[str, torch.Tensor]':
+    """``rename(key, value) -> (new key, new value)`` for every entry; a new key of ``''``
+    drops the entry, ``None`` marks it unknown: unknown keys raise CheckpointError by name."""
+    out, unknown = OrderedDict(), []
+    for k, v in state_dict.items():
+        new, v = rename(k, v)
+        if new is None:
+            unknown.append(k)
+        elif new:
+            out[new] = v
+    if unknown:
+        raise CheckpointError(f'the {family} checkpoint has keys this converter does not '
+                              f'know: {format_names(unknown, 8)}. {supported}')
+    return out
+
+
+def _swin_key(k: str, v: torch.Tensor):
+    for old, new in (('patch_embed.proj.', 'backbone.patch_embed.projection.'),
+                     ('patch_embed.norm.', 'backbone.patch_embed.norm.'),
+                     ('norm.', 'backbone.norm3.'), ('head.', 'head.fc.')):
+        if k.startswith(old):
+            return new + k[len(old):], v
+    if re.match(r'layers\.\d+\.blocks\.\d+\.attn_mask$', k):
+        return '', v  # mmpretrain computes the mask in forward
+    m = re.match(r'layers\.(\d+)\.downsample\.(reduction\.weight|norm\.weight|norm\.bias)$', k)
+    if m:
+        permuted = v[..., merging_permutation(v.shape[-1] // 4)].contiguous()
+        return f'backbone.stages.{m.group(1)}.downsample.{m.group(2)}', permuted
+    m = re.match(r'layers\.(\d+)\.blocks\.(\d+)\.(.+)$', k)
+    if m is None:
+        return None, v
+    stage, block, rest = m.groups()
+    prefix = f'backbone.stages.{stage}.blocks.{block}.'
+    if rest in ('attn.relative_position_bias_table', 'attn.relative_position_index'):
+        return prefix + 'attn.w_msa.' + rest[len('attn.'):], v
+    name, _, param = rest.rpartition('.')
+    if name in _SWIN_BLOCK and param in ('weight', 'bias'):
+        return prefix + _SWIN_BLOCK[name] + '.' + param, v
+    return None, v
+
+
 def convert_swin(state_dict: Dict[str, torch.Tensor]) -> 'OrderedDict[str, torch.Tensor]':
     """Official (timm 0.4.x) Swin keys -> mmpretrain ``ImageClassifier`` keys.
 
@@ -200,49 +235,9 @@ def convert_swin(state_dict: Dict[str, torch.Tensor]) -> 'OrderedDict[str, torch
     """
     if describe_state_dict(state_dict).get('layout') == 'timm>=0.9':
         state_dict = swin_timm_to_official(state_dict)
-    out = OrderedDict()
-    unknown = []
-    for k, v in state_dict.items():
-        new = None
-        if k.startswith('patch_embed.proj.'):
-            new = 'backbone.patch_embed.projection.' + k[len('patch_embed.proj.'):]
-        elif k.startswith('patch_embed.norm.'):
-            new = 'backbone.' + k
-        elif k.startswith('norm.'):
-            new = 'backbone.norm3.' + k[len('norm.'):]
-        elif k.startswith('head.'):
-            new = 'head.fc.' + k[len('head.'):]
-        elif re.match(r'layers\.\d+\.blocks\.\d+\.attn_mask$', k):
-            continue
-        else:
-            m = re.match(r'layers\.(\d+)\.blocks\.(\d+)\.(.+)$', k)
-            if m:
-                stage, block, rest = m.groups()
-                prefix = f'backbone.stages.{stage}.blocks.{block}.'
-                if rest in ('attn.relative_position_bias_table',
-                            'attn.relative_position_index'):
-                    new = prefix + 'attn.w_msa.' + rest[len('attn.'):]
-                else:
-                    name, _, param = rest.rpartition('.')
-                    if name in _SWIN_BLOCK and param in ('weight', 'bias'):
-                        new = prefix + _SWIN_BLOCK[name] + '.' + param
-            m = re.match(r'layers\.(\d+)\.downsample\.(reduction\.weight|norm\.weight|'
-                         r'norm\.bias)$', k)
-            if m:
-                stage, name = m.groups()
-                in_channels = v.shape[-1] // 4
-                v = v[..., merging_permutation(in_channels)].contiguous()
-                new = f'backbone.stages.{stage}.downsample.{name}'
-        if new is None:
-            unknown.append(k)
-        else:
-            out[new] = v
-    if unknown:
-        raise CheckpointError(
-            f'the Swin checkpoint has keys this converter does not know: {_show(unknown)}. '
-            'Only the official Swin-T/S/B classifiers (timm 0.4.x layout, no absolute '
-            'position embedding) are supported.')
-    return out
+    return _map_keys(state_dict, _swin_key, 'Swin',
+                     'Only the official Swin-T/S/B classifiers (timm 0.4.x layout, no absolute '
+                     'position embedding) are supported.')
 
 
 _VIT_BLOCK = {
@@ -251,123 +246,34 @@ _VIT_BLOCK = {
 }
 
 
+def _vit_key(k: str, v: torch.Tensor):
+    if k in ('cls_token', 'pos_embed'):
+        return 'backbone.' + k, v
+    if k.startswith('patch_embed.proj.'):
+        return 'backbone.patch_embed.projection.' + k[len('patch_embed.proj.'):], v
+    module, _, param = k.partition('.')
+    if module in ('norm', 'head') and param in ('weight', 'bias'):
+        return {'norm': 'backbone.ln1.', 'head': 'head.layers.head.'}[module] + param, v
+    m = re.match(r'blocks\.(\d+)\.(.+)\.(weight|bias)$', k)
+    if m and m.group(2) in _VIT_BLOCK:
+        return f'backbone.layers.{m.group(1)}.{_VIT_BLOCK[m.group(2)]}.{m.group(3)}', v
+    return None, v
+
+
 def convert_vit(state_dict: Dict[str, torch.Tensor]) -> 'OrderedDict[str, torch.Tensor]':
     """timm (DeiT / ViT) keys -> mmpretrain ``VisionTransformer`` + ``VisionTransformerClsHead``.
 
     Unknown keys (``dist_token``, ``head_dist``, ``pre_logits`` ...) raise CheckpointError.
     """
-    out = OrderedDict()
-    unknown = []
-    for k, v in state_dict.items():
-        new = None
-        if k in ('cls_token', 'pos_embed'):
-            new = 'backbone.' + k
-        elif k.startswith('patch_embed.proj.'):
-            new = 'backbone.patch_embed.projection.' + k[len('patch_embed.proj.'):]
-        elif k in ('norm.weight', 'norm.bias'):
-            new = 'backbone.ln1.' + k[len('norm.'):]
-        elif k in ('head.weight', 'head.bias'):
-            new = 'head.layers.head.' + k[len('head.'):]
-        else:
-            m = re.match(r'blocks\.(\d+)\.(.+)\.(weight|bias)$', k)
-            if m and m.group(2) in _VIT_BLOCK:
-                new = f'backbone.layers.{m.group(1)}.{_VIT_BLOCK[m.group(2)]}.{m.group(3)}'
-        if new is None:
-            unknown.append(k)
-        else:
-            out[new] = v
-    if unknown:
-        raise CheckpointError(
-            f'the ViT checkpoint has keys this converter does not know: {_show(unknown)}. '
-            'Only plain DeiT/ViT-T/S/B classifiers are supported (no distillation token, '
-            'no pre-logits layer).')
-    return out
+    return _map_keys(state_dict, _vit_key, 'ViT',
+                     'Only plain DeiT/ViT-T/S/B classifiers are supported (no distillation '
+                     'token, no pre-logits layer).')
 
 
 # ----------------------------------------------------------------------------- target model
 def build_target_model(arch: str):
     """The classifier that ``configs/hat_<arch>.py`` builds (PyTorch default init)."""
-    import mmengine
-    from mmpretrain.registry import MODELS
-
-    import hat_mm  # noqa: F401  (registers the HAT classifiers)
-    from hat_mm.engine import apply_hat
-    cfg = apply_hat(mmengine.config.Config.fromfile(osp.join(ROOT, ARCHS[arch]['config'])))
-    return MODELS.build(cfg.model)
-
-
-def verify_against_target(converted: Dict[str, torch.Tensor],
-                          target: Dict[str, torch.Tensor], arch: str, src: str = '',
-                          config: Optional[str] = None) -> None:
-    """Every target key present, none extra, equal shapes; raises CheckpointError naming them.
-
-    ``config``: the config the target model came from (default: this converter's for
-    ``arch``)."""
-    missing = [k for k in target if k not in converted]
-    extra = [k for k in converted if k not in target]
-    shapes = [f'{k}: converted {tuple(converted[k].shape)} vs model {tuple(target[k].shape)}'
-              for k in target if k in converted
-              and tuple(converted[k].shape) != tuple(target[k].shape)]
-    if missing or extra or shapes:
-        parts = [f'missing: {_show(missing)}' if missing else '',
-                 f'not in the model: {_show(extra)}' if extra else '',
-                 f'shape mismatch: {_show(shapes, 5)}' if shapes else '']
-        raise CheckpointError(
-            f'{src or "the checkpoint"} converted for {arch} does not match the model of '
-            f'{config or ARCHS[arch]["config"]} (' + '; '.join(p for p in parts if p)
-            + f'). Check that the checkpoint is a {arch} ImageNet-1k classifier (--arch), or '
-            'that the config was not changed (e.g. num_classes); nothing was written.')
-
-
-# ----------------------------------------------------------------------------- loading
-def load_release(src: str, ema: bool = False) -> Tuple[Dict[str, torch.Tensor], dict]:
-    """The weights (or EMA weights) of a timm checkpoint and its other fields, weights-only."""
-    check_checkpoint_file(src, 'release checkpoint')
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            ckpt = torch.load(src, map_location='cpu', weights_only=True)
-    except Exception as e:  # unpickling errors come in many types
-        raise CheckpointError(f'release checkpoint {src} could not be loaded weights-only: '
-                              f'{e}') from e
-    if not isinstance(ckpt, dict):
-        raise CheckpointError(f'release checkpoint {src} holds a {type(ckpt).__name__}, not a '
-                              'dict with a state_dict.')
-    if ema:
-        if not isinstance(ckpt.get('state_dict_ema'), dict):
-            raise CheckpointError(f'release checkpoint {src} has no EMA weights '
-                                  '(state_dict_ema); convert it without --ema.')
-        state = ckpt['state_dict_ema']
-    elif isinstance(ckpt.get('state_dict'), dict):
-        state = ckpt['state_dict']
-    elif isinstance(ckpt.get('model'), dict):
-        state = ckpt['model']
-    elif ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
-        state = ckpt
-    else:
-        raise CheckpointError(f'release checkpoint {src} has no state_dict (keys: '
-                              f'{_first_keys(ckpt)}).')
-    state = OrderedDict((k[7:] if k.startswith('module.') else k, v) for k, v in state.items()
-                        if isinstance(v, torch.Tensor))
-    info = {k: v for k, v in ckpt.items()
-            if k not in ('state_dict', 'state_dict_ema', 'model', 'optimizer', 'amp_scaler')}
-    return state, info
-
-
-def _timm_name_hint(src: str, info: dict) -> Optional[str]:
-    args = info.get('args')
-    for name in (getattr(args, 'model', None), info.get('arch')):
-        if isinstance(name, str) and name:
-            return name
-    m = re.match(r'hat_(.+?)\.pth(\.tar)?$', osp.basename(src))
-    return m.group(1) if m else None
-
-
-def _plain(v):
-    if isinstance(v, (str, int, float, bool)) or v is None:
-        return v
-    if isinstance(v, (list, tuple)) and all(isinstance(x, (str, int, float, bool)) for x in v):
-        return list(v)
-    return None
+    return build_config_model(ARCHS[arch]['config'])
 
 
 def _refuse(src: str, requested: str, found: dict, detected: Optional[str]) -> CheckpointError:
@@ -400,7 +306,7 @@ def convert_state_dict(state_dict: Dict[str, torch.Tensor], arch: Optional[str] 
         raise CheckpointError(
             f'{src}: the weights match none of the supported architectures '
             f'({", ".join(ARCHS)}); found {_spec_text(found)} (first keys: '
-            f'{_first_keys(state_dict)})'
+            f'{first_keys(state_dict)})'
             + (f'; its name says {hint} ({hinted}: {_spec_text(ARCHS[hinted])})'
                if hinted else '')
             + '. Fix: convert a HAT release of ViT-T/S/B or Swin-T/S/B (timm classifier '
@@ -413,14 +319,6 @@ def convert_state_dict(state_dict: Dict[str, torch.Tensor], arch: Optional[str] 
     return detected, convert(state_dict)
 
 
-def check_output_path(src: str, dst: str) -> None:
-    """Refuse to write the converted checkpoint over the release it comes from."""
-    if osp.abspath(dst) == osp.abspath(src) or (
-            osp.exists(dst) and osp.exists(src) and osp.samefile(dst, src)):
-        raise CheckpointError(f'the output {dst} is the input checkpoint; give another output '
-                              'path (the release is never overwritten).')
-
-
 def convert_checkpoint(src: str, dst: str, arch: Optional[str] = None,
                        ema: bool = False) -> dict:
     """Convert the release ``src`` to the mmengine checkpoint ``dst``; returns its meta.
@@ -430,7 +328,7 @@ def convert_checkpoint(src: str, dst: str, arch: Optional[str] = None,
     """
     check_output_path(src, dst)
     state, info = load_release(src, ema=ema)
-    hint = _timm_name_hint(src, info)
+    hint = timm_name_hint(src, info)
     arch, converted = convert_state_dict(state, arch=arch, src=src, hint=hint)
 
     model = build_target_model(arch)
@@ -442,7 +340,7 @@ def convert_checkpoint(src: str, dst: str, arch: Optional[str] = None,
             raise CheckpointError(f'{src}: {k} differs from the index of mmpretrain\'s '
                                   'WindowMSA; the relative position tables cannot be mapped.')
         converted[k] = target[k].clone()
-    verify_against_target(converted, target, arch, src)
+    verify_against_target(converted, target, arch, ARCHS[arch]['config'], src)
     out_state = OrderedDict((k, converted[k].to(target[k].dtype).contiguous()) for k in target)
     out_state._metadata = getattr(target, '_metadata', None)  # module versions, as mmengine
 
@@ -470,51 +368,6 @@ def _note_vit_normalisation(src: str, hint, args: dict) -> None:
           'configs/hat_vit_*.py normalise with mean = std = 0.5 (timm\'s vit_* default). '
           f'Evaluate it with --cfg-options "data_preprocessor.mean={px[0]}" '
           f'"data_preprocessor.std={px[1]}".', file=sys.stderr)
-
-
-TIMM_ARG_KEYS = ('model', 'mean', 'std', 'input_size', 'img_size', 'crop_pct',
-                 'interpolation', 'token_label_size', 'distillation_type')
-
-
-def release_meta(src: str, info: dict, arch: str, config: str, hint, ema: bool,
-                 converter: str) -> dict:
-    """The ``meta`` of a converted checkpoint: where it came from and the training args."""
-    args = info.get('args')
-    args = vars(args) if isinstance(args, argparse.Namespace) else {}
-    return dict(
-        arch=arch, config=config, converted_from=osp.basename(src), converter=converter,
-        ema=bool(ema), timm_model=hint, epoch=_plain(info.get('epoch')),
-        timm_args={k: _plain(args[k]) for k in TIMM_ARG_KEYS
-                   if k in args and (args[k] is None or _plain(args[k]) is not None)})
-
-
-def save_converted(dst: str, state: dict, meta: dict) -> None:
-    """Write ``{'state_dict', 'meta'}`` atomically (no half-written file on failure)."""
-    os.makedirs(osp.dirname(osp.abspath(dst)), exist_ok=True)
-    tmp = dst + '.tmp'
-    torch.save({'state_dict': state, 'meta': meta}, tmp)
-    os.replace(tmp, dst)
-
-
-def run_cli(argv, description: str, archs, convert) -> int:
-    """The command line shared by the release converters."""
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument('src', help='release checkpoint (not modified)')
-    parser.add_argument('dst', help='output mmengine checkpoint (.pth)')
-    parser.add_argument('--arch', choices=list(archs), default=None,
-                        help='expected architecture; detected from the weights if omitted')
-    parser.add_argument('--ema', action='store_true',
-                        help='convert the EMA weights (state_dict_ema) instead')
-    args = parser.parse_args(argv)
-    try:
-        meta = convert(args.src, args.dst, arch=args.arch, ema=args.ema)
-    except CheckpointError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 1
-    print(f'converted {args.src} ({meta["arch"]}{", EMA" if meta["ema"] else ""}) -> '
-          f'{args.dst}; use it with {meta["config"]}, e.g. python tools/test.py '
-          f'{meta["config"]} {args.dst}')
-    return 0
 
 
 def main(argv=None) -> int:

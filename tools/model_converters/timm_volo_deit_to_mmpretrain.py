@@ -37,10 +37,11 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if ROOT not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, ROOT)
 
-from hat_mm.utils import CheckpointError  # noqa: E402
+from tools.model_converters.common import (  # noqa: E402
+    CheckpointError, build_config_model, check_output_path, first_keys, load_release,
+    release_meta, run_cli, save_converted, timm_name_hint, verify_against_target)
 from tools.model_converters.timm_to_mmpretrain import (  # noqa: E402
-    _first_keys, _timm_name_hint, check_output_path, convert_vit, describe_state_dict,
-    load_release, release_meta, run_cli, save_converted, verify_against_target)
+    convert_vit, describe_state_dict)
 
 _D1 = dict(family='volo', embed_dims=192, stem_dims=64, layers=(4, 4, 8, 2))
 _D5 = dict(family='volo', embed_dims=384, stem_dims=128, layers=(12, 12, 20, 4))
@@ -137,7 +138,7 @@ def convert_state_dict(state_dict: Dict[str, torch.Tensor], arch: Optional[str] 
                '(timm classifier checkpoint)')
         raise CheckpointError(
             f'{src}: found {_spec_text(found)}{expected} (first keys: '
-            f'{_first_keys(state_dict)}). Fix: {fix}. Nothing was written.')
+            f'{first_keys(state_dict)}). Fix: {fix}. Nothing was written.')
     hinted = TIMM_NAME_TO_ARCH.get(hint or '')
     if hinted and not re.fullmatch(hinted.replace('*', '.*'), detected):
         print(f'warning: {src} is named/recorded as {hint} but its weights are {detected}; '
@@ -150,15 +151,7 @@ def convert_state_dict(state_dict: Dict[str, torch.Tensor], arch: Optional[str] 
 def target_state_dict(arch: str) -> 'OrderedDict[str, torch.Tensor]':
     """Keys, shapes and dtypes of the model that ``ARCHS[arch]['config']`` builds (built on
     the meta device: no memory, no initialisation cost)."""
-    import mmengine
-    from mmpretrain.registry import MODELS
-
-    import hat_mm  # noqa: F401
-    from hat_mm.engine import apply_hat
-    cfg = apply_hat(mmengine.config.Config.fromfile(osp.join(ROOT, ARCHS[arch]['config'])))
-    with torch.device('meta'):
-        model = MODELS.build(cfg.model)
-    return model.state_dict()
+    return build_config_model(ARCHS[arch]['config'], meta=True).state_dict()
 
 
 def convert_checkpoint(src: str, dst: str, arch: Optional[str] = None,
@@ -166,13 +159,13 @@ def convert_checkpoint(src: str, dst: str, arch: Optional[str] = None,
     """Convert the release ``src`` to the mmengine checkpoint ``dst``; returns its meta."""
     check_output_path(src, dst)
     state, info = load_release(src, ema=ema)
-    hint = _timm_name_hint(src, info)
+    hint = timm_name_hint(src, info)
     arch, converted = convert_state_dict(state, arch=arch, src=src, hint=hint)
     target = target_state_dict(arch)
     for k in target:  # BatchNorm counters (VOLO's stem) are not always saved
         if k.endswith('num_batches_tracked') and k not in converted:
             converted[k] = torch.zeros((), dtype=torch.long)
-    verify_against_target(converted, target, arch, src, config=ARCHS[arch]['config'])
+    verify_against_target(converted, target, arch, ARCHS[arch]['config'], src)
     out_state = OrderedDict((k, converted[k].to(target[k].dtype).contiguous()) for k in target)
 
     meta = release_meta(src, info, arch, ARCHS[arch]['config'], hint, ema,

@@ -133,4 +133,9 @@ auto_scale_lr = dict(enable=False, base_batch_size=16)
 custom_hooks = [
     dict(type='CheckPretrainedKeysHook', allow_missing=['norm0.', 'norm1.', 'norm2.'],
          reinit=['norm3']),
+    # long runs (README "Long runs"): stop on NaN/inf, resume with the same random numbers
+    dict(type='NonFiniteCheckHook'),
+    dict(type='RNGStateHook'),
 ]
+# checkpoints written atomically, old ones removed only after the new one is complete
+default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook'))

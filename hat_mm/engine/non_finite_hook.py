@@ -1,0 +1,137 @@
+"""Stop a run whose losses, gradients or weights are no longer finite.
+
+A diverging run (too high a learning rate, an fp16 overflow that loss scaling cannot absorb)
+otherwise trains on with NaN weights to the end, writes NaN checkpoints and rotates the last
+finite ones away. :class:`NonFiniteCheckHook` looks once per iteration, after the optimizer
+step, at the logged loss terms (every output whose name contains ``loss``: ``loss``,
+``loss_ce_clean``, ``loss_kl_adv``, ...), the gradient norm and the weights, and stops the run
+with :class:`TrainingDivergedError` naming the iteration, the terms and what to try. It runs
+before the checkpoint and EMA hooks, so nothing is saved from the broken weights;
+:class:`hat_mm.engine.SafeCheckpointHook` refuses non-finite weights as well.
+"""
+import math
+from typing import Optional
+
+import torch
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from mmengine.registry import HOOKS
+
+
+
+def _advice(runner, scaler, last) -> str:
+    wrapper = runner.optim_wrapper
+    lrs = [lr for group in (wrapper.get_lr() if hasattr(wrapper, 'get_lr') else {}).values()
+           for lr in group]
+    tips = ['a lower learning rate' + (f' (now {max(lrs):.3g})' if lrs else '')
+            + ': optim_wrapper.optimizer.lr', 'a longer warm-up (param_scheduler)']
+    if not getattr(wrapper, 'clip_grad_kwargs', None):
+        tips.append('gradient clipping: optim_wrapper.clip_grad=dict(max_norm=1.0)')
+    if scaler is not None and getattr(wrapper, 'cast_dtype', None) != torch.bfloat16:
+        tips.append('--amp bf16 instead of fp16')
+    return ('Try ' + ', '.join(tips[:-1]) + ' or ' + tips[-1] + '; then '
+            + ('continue from the last checkpoint with --resume.' if last else 'start again.'))
+
+
+class TrainingDivergedError(RuntimeError):
+    """Training produced non-finite values; the message names them and what to try."""
+
+
+def first_non_finite(module: torch.nn.Module) -> Optional[str]:
+    """The name of the first parameter or buffer holding NaN or inf, or None (one sync)."""
+    tensors = [(k, v) for k, v in module.state_dict().items()
+               if torch.is_tensor(v) and v.is_floating_point()]
+    if not tensors or bool(torch.stack([torch.isfinite(v).all() for _, v in tensors]).all()):
+        return None
+    return next(k for k, v in tensors if not bool(torch.isfinite(v).all()))
+
+
+def bare_model(runner) -> torch.nn.Module:
+    return runner.model.module if is_model_wrapper(runner.model) else runner.model
+
+
+@HOOKS.register_module()
+class NonFiniteCheckHook(Hook):
+    """Stops training after ``max_bad_steps`` consecutive iterations with non-finite values.
+
+    An iteration is bad when a logged loss term is NaN/inf, or, without loss scaling, the
+    gradient norm (logged when ``optim_wrapper.clip_grad`` is set) is. Under dynamic loss
+    scaling (``--amp fp16``) an overflowing gradient only makes the scaler skip the step and
+    lower the scale: that is normal and not counted; counted are non-finite loss values of the
+    forward and skipped steps that leave the scale below ``min_loss_scale`` (the scale
+    collapsing). Non-finite weights stop the run at once: no later step can repair them.
+
+    Args:
+        max_bad_steps (int, optional): consecutive bad iterations that stop the run. Default:
+            1, or 3 under dynamic loss scaling (where a single overflow can be transient).
+        min_loss_scale (float): see above. Default 1.0.
+    """
+
+    priority = 'HIGH'  # after RuntimeInfoHook (logs the terms), before EMA and checkpoints
+
+    def __init__(self, max_bad_steps: Optional[int] = None, min_loss_scale: float = 1.0):
+        if max_bad_steps is not None and (isinstance(max_bad_steps, bool) or not isinstance(
+                max_bad_steps, int) or max_bad_steps < 1):
+            raise ValueError(f'NonFiniteCheckHook.max_bad_steps={max_bad_steps!r}: expected '
+                             'None or an integer >= 1')
+        self.max_bad_steps = max_bad_steps
+        self.min_loss_scale = float(min_loss_scale)
+        self._bad_steps = 0
+        self._last_scale = None
+
+    @staticmethod
+    def _scaler(runner):
+        scaler = getattr(runner.optim_wrapper, 'loss_scaler', None)
+        return scaler if scaler is not None and scaler.is_enabled() else None
+
+    def before_train(self, runner) -> None:
+        scaler = self._scaler(runner)
+        self._last_scale = float(scaler.get_scale()) if scaler is not None else None
+
+    def _bad_values(self, runner, outputs) -> list:
+        bad = []
+        for name, value in (outputs or {}).items():
+            if 'loss' in name and (torch.is_tensor(value) or isinstance(value, (int, float))):
+                value = float(value)  # already synchronised by RuntimeInfoHook's logging
+                if not math.isfinite(value):
+                    bad.append(f'{name}={value}')
+        scaler = self._scaler(runner)
+        if scaler is None:
+            grad_norm = runner.message_hub.log_scalars.get('train/grad_norm')
+            if grad_norm is not None and not math.isfinite(grad_norm.current()):
+                bad.append(f'grad_norm={grad_norm.current()}')
+        else:
+            scale = float(scaler.get_scale())
+            if self._last_scale is not None and scale < min(self._last_scale,
+                                                            self.min_loss_scale):
+                bad.append(f'loss scale {scale:g} after another overflow (below '
+                           f'min_loss_scale={self.min_loss_scale:g})')
+            self._last_scale = scale
+        return bad
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        bad = self._bad_values(runner, outputs)
+        broken = first_non_finite(bare_model(runner))
+        if broken is not None:
+            bad.append(f'the weights are no longer finite (first: {broken})')
+        if not bad:
+            self._bad_steps = 0
+            return
+        self._bad_steps += 1
+        limit = self.max_bad_steps or (3 if self._scaler(runner) is not None else 1)
+        where = (f'iteration {runner.iter + 1} (epoch {runner.epoch + 1}, batch '
+                 f'{batch_idx + 1})')
+        what = ', '.join(bad)
+        if broken is None and self._bad_steps < limit:
+            runner.logger.warning(f'Non-finite values at {where}: {what} ({self._bad_steps} '
+                                  f'consecutive; the run stops at {limit}).')
+            return
+        last = runner.message_hub.get_info('last_ckpt')
+        message = (
+            f'Training stopped at {where}: {what} ({self._bad_steps} consecutive iteration(s) '
+            f'with non-finite values; NonFiniteCheckHook.max_bad_steps={limit}). No checkpoint '
+            'was written from these weights; '
+            + (f'the last checkpoint is {last}. ' if last else 'none had been written yet. ')
+            + _advice(runner, self._scaler(runner), last))
+        runner.logger.error(message)
+        raise TrainingDivergedError(message)

@@ -1,0 +1,53 @@
+"""What ``--resume`` resumes from, checked before anything is loaded.
+
+mmengine's auto-resume reads ``last_checkpoint`` and hands the file to ``torch.load``: an
+unreadable file ends in torch's own advice to switch weights-only loading off, a run without
+a checkpoint logs "Auto resumed from the latest checkpoint None", and a checkpoint of another
+architecture ends, after a warning per weight, in an optimizer error. :func:`prepare_resume`
+resolves the file first, loads it through :func:`hat_mm.utils.load_checkpoint_file` and
+compares its weights with the model; ``HATRunner`` calls it, ``tools/train.py`` calls it for
+the other runners.
+"""
+from mmengine.runner.checkpoint import find_latest_checkpoint
+
+from ..utils.checkpoint import (CheckpointError, compare_state_dicts, describe_mismatch,
+                                load_checkpoint_file, state_dict_of)
+from .non_finite_hook import bare_model
+
+
+def prepare_resume(runner) -> None:
+    """Resolve and check the checkpoint that ``runner`` resumes from (or loads).
+
+    Auto-resume (``resume=True`` without ``load_from``) takes the work dir's latest
+    checkpoint; without one the run starts from epoch 0 and says so (a requeued job that
+    never saved starts over). The file must load weights-only and hold the model's weights,
+    key for key and shape for shape; otherwise a :class:`CheckpointError` names the file and
+    the mismatch before anything is loaded. A ``load_from`` checkpoint (fine-tuning; loaded
+    non-strictly by mmengine) is only checked to load.
+    """
+    if runner._has_loaded:
+        return
+    if not runner._resume:
+        if runner._load_from:
+            load_checkpoint_file(runner._load_from, 'load_from checkpoint')
+        return
+    path = runner._load_from
+    if path is None:
+        path = find_latest_checkpoint(runner.work_dir)
+        if not path:
+            runner.logger.warning(
+                f'--resume: no checkpoint found in {runner.work_dir} (no last_checkpoint '
+                'file); training starts from epoch 0.')
+            runner._resume = False
+            return
+        runner.logger.info(f'--resume: the latest checkpoint of {runner.work_dir} is {path}')
+        runner._load_from = path
+    state = state_dict_of(load_checkpoint_file(path, 'resume checkpoint'),
+                          f'resume checkpoint {path}')
+    mismatch = describe_mismatch(compare_state_dicts(bare_model(runner).state_dict(), state))
+    if mismatch:
+        raise CheckpointError(
+            f'resume checkpoint {path} does not match the model of this config ({mismatch}). '
+            'Resume with the config the checkpoint was trained with; to start a new run from '
+            f'its weights use --cfg-options load_from={path} without --resume. Nothing was '
+            'loaded.')
