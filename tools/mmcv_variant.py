@@ -91,12 +91,11 @@ def normalize_arch_list(arch_list):
 
 def variant_key(torch_version, cuda_version=None, arch_list=None):
     """Cache key of an mmcv build: CPU ops, or CUDA ops with the toolkit and architectures."""
-    torch_part = 'torch-' + re.sub(r'[^A-Za-z0-9.+_-]', '_', torch_version)
-    if cuda_version is None:
-        return f'{torch_part}-cpuops'
-    if not arch_list:
+    if cuda_version is not None and not arch_list:
         raise SetupError('a CUDA-ops key needs the architecture list')
-    return f'{torch_part}-cuda{cuda_version}-{normalize_arch_list(arch_list)}'
+    ops = 'cpuops' if cuda_version is None else \
+        f'cuda{cuda_version}-{normalize_arch_list(arch_list)}'
+    return 'torch-' + re.sub(r'[^A-Za-z0-9.+_-]', '_', torch_version) + '-' + ops
 
 
 def wheel_kind(path):

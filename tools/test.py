@@ -11,51 +11,34 @@ reported by name and nothing is evaluated.
 """
 import argparse
 import json
-import os
-import os.path as osp
 
-from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 
 def parse_args(argv=None):
+    from hat_mm.utils.tool_args import add_runner_args
     parser = argparse.ArgumentParser(description='Test (evaluate) a checkpoint')
     parser.add_argument('config', help='config file')
     parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument('--work-dir', help='where the evaluation log goes')
     parser.add_argument('--amp', action='store_true', help='evaluate under autocast')
     parser.add_argument('--out', help='write the metrics to this JSON file')
     parser.add_argument('--tta', action='store_true',
                         help="test-time augmentation: the config's tta_pipeline and tta_model "
                         '(multi-scale + flip for segmentation: mIoU(MS))')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
-                        help='override config entries')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    return add_runner_args(parser).parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
     import hat_mm  # noqa: F401
     from hat_mm.datasets import check_annotation_files
-    from hat_mm.utils import (check_cfg_options, check_checkpoint_file, check_dataset_paths,
-                              check_evaluator_files, init_cpu_process_group,
-                              load_weights_strict, set_collective_timeout, watch_ranks)
+    from hat_mm.utils import (check_checkpoint_file, check_dataset_paths, check_evaluator_files,
+                              init_cpu_process_group, load_weights_strict,
+                              set_collective_timeout, watch_ranks)
+    from hat_mm.utils.tool_args import load_tool_config
 
-    cfg = Config.fromfile(args.config)
-    check_cfg_options(cfg, args.cfg_options)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    cfg.launcher = args.launcher
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg = load_tool_config(args)
     if args.amp:
         cfg.test_cfg = dict(cfg.get('test_cfg') or {}, fp16=True)
     if args.tta:

@@ -7,21 +7,16 @@
     bash tools/dist_train.sh CONFIG GPUS [same options]
 """
 import argparse
-import os
-import os.path as osp
-import sys
 
 import torch
-from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 
 def parse_args(argv=None):
+    from hat_mm.utils.tool_args import add_runner_args
     parser = argparse.ArgumentParser(description='Train a model (HAT, mmpretrain/mmdet/mmseg)')
     parser.add_argument('config', help='config file')
-    parser.add_argument('--work-dir', help='where logs and checkpoints go '
-                        '(default: ./work_dirs/<config name>)')
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
                         help='resume from CKPT, or without a value from the latest '
                         'checkpoint in the work dir')
@@ -33,26 +28,11 @@ def parse_args(argv=None):
                         '(cfg.auto_scale_lr.base_batch_size)')
     parser.add_argument('--no-validate', action='store_true',
                         help='do not evaluate during training')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
-                        help='override config entries, e.g. hat.adv_iters=2 '
-                        'train_dataloader.batch_size=64')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    return add_runner_args(parser).parse_args(argv)
 
 
 def merge_args(cfg, args):
-    """Apply the command-line options to the config."""
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    cfg.launcher = args.launcher
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    """Apply the training options of the command line to the config."""
     if args.amp:
         if not torch.cuda.is_available():
             raise SystemExit('--amp needs a GPU: mmengine AmpOptimWrapper runs on CUDA '
@@ -80,13 +60,12 @@ def main(argv=None):
     import hat_mm  # noqa: F401  registers HAT parts; allow-lists mmengine checkpoint classes
     from hat_mm.datasets import check_annotation_files, enable_skip_unreadable_images
     from hat_mm.engine import HATRunner, prepare_resume
-    from hat_mm.utils import (check_cfg_options, check_checkpoint_file, check_dataset_paths,
-                              check_evaluator_files, check_pretrained_paths,
-                              init_cpu_process_group, set_collective_timeout, watch_ranks)
+    from hat_mm.utils import (check_checkpoint_file, check_dataset_paths, check_evaluator_files,
+                              check_pretrained_paths, init_cpu_process_group,
+                              set_collective_timeout, watch_ranks)
+    from hat_mm.utils.tool_args import load_tool_config
 
-    cfg = Config.fromfile(args.config)
-    check_cfg_options(cfg, args.cfg_options)
-    cfg = merge_args(cfg, args)
+    cfg = merge_args(load_tool_config(args), args)
     timeout = set_collective_timeout(cfg)
     validate = all(cfg.get(k) is not None for k in ('val_cfg', 'val_dataloader',
                                                      'val_evaluator'))  # mmengine's rule
