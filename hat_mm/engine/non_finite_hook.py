@@ -18,7 +18,6 @@ from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 
 
-
 def _advice(runner, scaler, last) -> str:
     wrapper = runner.optim_wrapper
     lrs = [lr for group in (wrapper.get_lr() if hasattr(wrapper, 'get_lr') else {}).values()
@@ -38,12 +37,20 @@ class TrainingDivergedError(RuntimeError):
 
 
 def first_non_finite(module: torch.nn.Module) -> Optional[str]:
-    """The name of the first parameter or buffer holding NaN or inf, or None (one sync)."""
+    """The name of the first parameter or buffer holding NaN or inf, or None.
+
+    Called after every iteration, so the common case is cheap: one fused multi-tensor norm
+    per device and dtype (a NaN or inf makes the norm non-finite) and one host sync. Only
+    when that flags something (or a norm overflows) are the tensors scanned one by one.
+    """
     tensors = [(k, v) for k, v in module.state_dict().items()
-               if torch.is_tensor(v) and v.is_floating_point()]
-    if not tensors or bool(torch.stack([torch.isfinite(v).all() for _, v in tensors]).all()):
+               if torch.is_tensor(v) and v.is_floating_point() and v.numel()]
+    if not tensors:
         return None
-    return next(k for k, v in tensors if not bool(torch.isfinite(v).all()))
+    norms = torch._foreach_norm([v for _, v in tensors])
+    if bool(torch.stack([n.float().to(norms[0].device) for n in norms]).isfinite().all()):
+        return None
+    return next((k for k, v in tensors if not bool(torch.isfinite(v).all())), None)
 
 
 def bare_model(runner) -> torch.nn.Module:
