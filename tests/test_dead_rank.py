@@ -85,7 +85,9 @@ def test_lost_rank_ends_the_job_and_is_named(digits_root, tmp_path, sig):
     assert rc != 0, text[-4000:]
     assert 'LostRankError' in text and 'Lost rank 1 (host ' in text, text[-4000:]
     if sig == 'SIGSTOP':  # the collective timeout (10 s) ended it
-        assert 'Timed out' in text, text[-4000:]
+        failed = re.search(r'a collective failed \((.*?)\)\. ', text)
+        assert failed and re.search(r'time ?out|timed out', failed.group(1), re.I), \
+            text[-4000:]
 
 
 def test_heartbeat_tells_lost_from_failed_and_alive_ranks():
@@ -111,8 +113,44 @@ def test_heartbeat_tells_lost_from_failed_and_alive_ranks():
         assert (groups['lost'], groups['failed'], groups['alive']) == ([1], [3], [2])
         message = watches[0].describe(RuntimeError('gloo: Connection closed by peer'))
         assert 'Lost rank 1 (host unknown)' in message and 'fail too: 3.' in message
+        assert watches[0].saw_stopped_rank and not watches[1].saw_stopped_rank
         for watch in watches[:2]:
             watch.stop(finished=True)
+
+
+@pytest.mark.parametrize('message', [
+    'Application timeout caused pair closure',  # gloo, re-raised by the autograd engine
+    '[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer',
+    'NCCL communicator was aborted on rank 0',
+    '[c10d] The client socket has timed out after 10s while trying to connect'])
+def test_errors_of_lost_peers_are_recognised(message):
+    from hat_mm.utils.rank_watch import is_collective_error
+    assert is_collective_error(RuntimeError(message))
+    assert not is_collective_error(ValueError(message))
+
+
+def test_watch_ranks_names_the_lost_rank_or_lets_other_errors_through():
+    """A runtime error after the watched rank's heartbeat stopped becomes LostRankError even
+    when its text names no backend; before that, such an error passes through unchanged."""
+    import torch.distributed as dist
+
+    from hat_mm.utils import rank_watch
+    server = dist.TCPStore('127.0.0.1', 0, is_master=True, wait_for_workers=False)
+    with mock.patch.object(rank_watch, '_default_store', return_value=server), \
+            mock.patch.object(rank_watch.dist, 'is_initialized', return_value=True), \
+            mock.patch.object(rank_watch.dist, 'get_world_size', return_value=2), \
+            mock.patch.object(rank_watch.dist, 'get_rank', return_value=0), \
+            mock.patch.object(rank_watch.MMLogger, 'get_current_instance'):
+        with pytest.raises(RuntimeError, match='^CUDA out of memory$'):
+            with rank_watch.watch_ranks(timeout=2.0):
+                raise RuntimeError('CUDA out of memory')
+        with pytest.raises(rank_watch.LostRankError, match=r'Lost rank 1 \(host unknown\)'):
+            with rank_watch.watch_ranks(timeout=2.0) as watch:
+                deadline = time.monotonic() + 10
+                while not watch.saw_stopped_rank:  # rank 1 never beats: seen after 1.2 s
+                    assert time.monotonic() < deadline
+                    time.sleep(0.1)
+                raise RuntimeError('an error whose text names no backend')
 
 
 def test_collective_timeout_default_and_check(monkeypatch):

@@ -32,12 +32,20 @@ class LostRankError(RuntimeError):
     """A collective failed because one or more ranks are gone; the message names them."""
 
 
+# Words of the errors that gloo, NCCL and the store raise when a peer is gone. The autograd
+# engine re-raises the error of a DDP gradient all-reduce as a plain RuntimeError whose text
+# may name neither backend (gloo: ``Application timeout caused pair closure``).
+COLLECTIVE_ERROR_MARKERS = ('gloo', 'NCCL', 'c10d', 'ProcessGroup', 'pair closure',
+                            'Connection reset by peer', 'Connection closed by peer',
+                            'Timed out waiting', 'Socket Timeout', 'Broken pipe')
+
+
 def is_collective_error(err: BaseException) -> bool:
     """Whether ``err`` comes from torch.distributed (gloo, NCCL, the store)."""
     if isinstance(err, getattr(dist, 'DistError', ())):
         return True
     text = str(err)
-    return isinstance(err, RuntimeError) and ('gloo' in text or 'NCCL' in text)
+    return isinstance(err, RuntimeError) and any(m in text for m in COLLECTIVE_ERROR_MARKERS)
 
 
 class RankWatch:
@@ -57,6 +65,7 @@ class RankWatch:
         self.lost_after = 6 * self.interval
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
+        self.saw_stopped_rank = False  # set by the heartbeat thread
 
     def _clone(self):
         """A connection of this thread's own, that gives up on a dead store host quickly."""
@@ -106,7 +115,7 @@ class RankWatch:
                     logger.warning(f'[rank {self.rank}] rank {watched} responds again.')
                 last, since, reported = beats, now, False
             elif not reported and not finished and now - since > self.lost_after:
-                reported = True
+                reported = self.saw_stopped_rank = True
                 logger.error(
                     f'[rank {self.rank}] rank {watched} ({self._host(store, watched)}) has '
                     f'sent no heartbeat for {now - since:.0f} s: it was killed (e.g. by the '
@@ -198,7 +207,9 @@ def watch_ranks(timeout: float):
         yield watch
         finished = True
     except Exception as err:
-        if not is_collective_error(err):
+        # a runtime error after a peer's heartbeat stopped is taken as its consequence
+        if not (is_collective_error(err)
+                or (watch.saw_stopped_rank and isinstance(err, RuntimeError))):
             raise
         raise LostRankError(watch.describe(err)) from err
     finally:
