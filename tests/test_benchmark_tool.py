@@ -54,3 +54,38 @@ def test_benchmark_tables_collect_the_runs(tmp_path):
     ours = report['steps']['hat-mm']
     assert f"| {ours['img_per_s']:.0f} | {1e3 * ours['sec']:.1f} |" in rows[2]
     assert (tmp_path / 'tables.md').read_text() == text
+
+
+def test_profile_counts_host_syncs_and_ranks_operators(tmp_path):
+    """profile_steps on a function with a known number of .item() calls and matmuls."""
+    import json
+
+    import torch
+
+    from tools.analysis.benchmark_hat import profile_steps
+    a = torch.randn(64, 64)
+
+    def step():
+        b = a
+        for _ in range(3):
+            b = b @ a
+        return b.sum().item() + a.max().item()  # two host syncs per step
+
+    summary = profile_steps(step, 'cpu', steps=4, out_dir=str(tmp_path))
+    assert summary['scalar_reads_per_step'] == 2.0 and summary['host_syncs_per_step'] == {}
+    ops = {op['name']: op for op in summary['top_ops']}
+    assert ops['aten::mm']['calls_per_step'] == 3.0
+    assert summary['wall_ms_per_step'] > 0 and summary['device_busy_ms_per_step'] is None
+    assert json.loads((tmp_path / 'profile.json').read_text()) == summary
+    assert 'aten::mm' in (tmp_path / 'trace.json').read_text()
+
+
+def test_benchmark_profiles_the_hat_mm_step(tmp_path, capsys):
+    results = main([DEMO_CONFIG, '--device', 'cpu', '--batch-size', '4', '--iters', '1',
+                    '--warmup', '1', '--steps', 'hat-mm', '--peak-tflops', '1',
+                    '--profile', str(tmp_path), '--profile-steps', '1'])
+    prof = results['hat-mm']['profile']
+    names = [op['name'] for op in prof['top_ops']]
+    assert any('addmm' in n or 'aten::mm' in n or 'linear' in n for n in names), names
+    assert 'profile of 1 hat-mm steps' in capsys.readouterr().out
+    assert (tmp_path / 'trace.json').exists()

@@ -1,5 +1,6 @@
 """Two processes (gloo, CPU) through tools/dist_train.sh equal one process on the global
 batch, and really run the HAT step through HATDistributedDataParallel."""
+import gc
 import json
 import sys
 
@@ -76,6 +77,7 @@ def test_one_gradient_all_reduce_per_hat_step(tmp_path):
 
     dist.init_process_group('gloo', init_method=f'file://{tmp_path / "store"}', rank=0,
                             world_size=1)
+    ddp = None
     try:
         reduced = []
 
@@ -96,4 +98,9 @@ def test_one_gradient_all_reduce_per_hat_step(tmp_path):
             # every gradient element reduced exactly once, whatever K is
             assert sum(reduced) == n_params, (passes, reduced, n_params)
     finally:
+        # DDP's reducer holds the process group: free it first, so that the group is torn
+        # down inside destroy_process_group (a Reducer freed after it can deadlock joining
+        # gloo's worker threads; seen as a hung test run)
+        del ddp
+        gc.collect()
         dist.destroy_process_group()

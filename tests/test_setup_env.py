@@ -195,9 +195,14 @@ if [[ "$1" == "-m" && "$2" == "pip" ]]; then
   for ((i = 0; i < ${#args[@]}; i++)); do
     case "${args[i]}" in
       -c) echo "CONSTRAINTS $(tr '\n' ' ' < "${args[i+1]}")" >> "$FAKE_LOG" ;;
+      -r) echo "REQUIREMENTS $(grep -v '^#' "${args[i+1]}" | tr '\n' ' ')" >> "$FAKE_LOG" ;;
       -w) mkdir -p "${args[i+1]}" && cp "$FAKE_BUILT_WHEEL" "${args[i+1]}/" ;;
     esac
   done
+  exit 0
+fi
+if [[ "$2" == found && -n "${FAKE_FOUND-}" ]]; then  # what a container's python would have
+  printf '%s\n' "$FAKE_FOUND"
   exit 0
 fi
 exec "$REAL_PY" "$@"
@@ -317,6 +322,45 @@ def test_setup_system_torch_from_a_wheelhouse(tmp_path):
     assert 'system_torch=1' in env.stamp
 
 
+@pytest.mark.parametrize('opencv', ['opencv-python-headless==5.0.0', None])
+def test_system_torch_keeps_numpy_and_opencv_as_found(tmp_path, opencv):
+    """A container's numpy (other than the pinned one) is kept, never asked for; its OpenCV,
+    whatever the distribution's name, serves mmengine instead of opencv-python."""
+    env = FakeEnv(tmp_path, system_site=True)
+    make_wheel(str(env.cache / 'wheels' / mv.variant_key(torch.__version__)), CPU_EXT)
+    found = [f'torch=={dist_version("torch")}', f'torchvision=={dist_version("torchvision")}',
+             'numpy==2.5.2'] + ([f'# opencv {opencv}'] if opencv else [])
+    r = env.run(HAT_MM_SYSTEM_TORCH='1', FAKE_FOUND='\n'.join(found))
+    assert r.returncode == 0, r.stderr
+    pins = [line.split()[1:] for line in env.pip if line.startswith('CONSTRAINTS')]
+    assert pins and all('numpy==2.5.2' in p and 'numpy==1.26.4' not in p for p in pins)
+    asked = [line.split()[1:] for line in env.pip if line.startswith('REQUIREMENTS')]
+    asked += [line.split(' :: ', 1)[1].split() for line in env.pip if line.startswith('PIP')]
+    # asked for: no torch, and numpy only unpinned (as a dependency; the constraint holds it)
+    assert not any(a.startswith(('numpy==', 'torch')) for args in asked for a in args), asked
+    mmengine = env.pip_lines('mmengine')
+    assert mmengine and all(('--no-deps' in line) == bool(opencv) for line in mmengine)
+    if opencv:
+        assert f'{opencv} (for mmengine' in r.stderr
+        deps = [a for a in asked if 'addict' in a and 'rich' in a]  # mmengine's own, read back
+        assert deps and not any('opencv' in a.lower() for d in deps for a in d)
+
+
+def test_found_packages_reads_the_interpreter():
+    lines = mv.found_packages()
+    assert lines[:3] == [f'{n}=={dist_version(n)}' for n in ('torch', 'torchvision', 'numpy')]
+    cv = [n for n in mv.OPENCV_DISTS if _installed(n)]
+    assert lines[3:] == ([f'# opencv {cv[0]}=={dist_version(cv[0])}'] if cv else [])
+
+
+def _installed(name):
+    try:
+        dist_version(name)
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
 def test_setup_refuses_mismatches_early(tmp_path):
     env = FakeEnv(tmp_path)  # made without the system site-packages
     r = env.run(HAT_MM_SYSTEM_TORCH='1')
@@ -372,3 +416,49 @@ def test_wheelhouse_install_needs_no_index(tmp_path):
     assert pkg.startswith(str(venv)) and osp.exists(osp.join(pkg, 'hat_update.py'))
     r = subprocess.run(pip + ['hatmm-offline-c'], capture_output=True, text=True, env=env)
     assert r.returncode != 0 and 'No matching distribution' in r.stderr
+
+
+# ------------------------------------------------------------------ a wheelhouse on top of a torch
+
+def test_wheelhouse_on_top_carries_only_what_is_missing(tmp_path):
+    from tools import wheelhouse_on_top as ot
+    have = tmp_path / 'have.txt'
+    have.write_text('Torch==2.11.0\ntorchvision==0.26.0\nnumpy==2.5.2\n'
+                    'opencv_python_headless==4.12.0.88\nscipy==1.16.0\ntimm==1.0.20\n'
+                    'mypkg @ file:///src/mypkg\nrich\n-e git+https://x/y#egg=z\n')
+    installed = ot.read_installed(str(have))
+    assert installed['torch'] == '2.11.0' and installed['opencv-python-headless']
+    assert installed['mypkg'] is None and installed['rich'] is None
+    reqs = ['# a comment naming torch\n', 'torch==2.12.1\n', 'torchvision==0.27.1\n',
+            'numpy==1.26.4\n', 'timm==1.0.31\n', 'mmengine==0.10.7\n', 'scikit-learn\n']
+    rewritten = ot.target_requirements(reqs, installed)
+    assert rewritten == ['# a comment naming torch\n', 'numpy==2.5.2\n', 'timm==1.0.31\n',
+                         'mmengine==0.10.7\n', 'scikit-learn\n']
+    report = {'install': [{'metadata': {'name': n, 'version': v}} for n, v in (
+        ('torch', '2.11.0'), ('nvidia-cublas', '13.1.0'), ('numpy', '2.5.2'),
+        ('opencv-python', '4.12.0.88'), ('scipy', '1.16.2'), ('timm', '1.0.31'),
+        ('mmengine', '0.10.7'), ('Rich', '14.0'), ('setuptools', '80.9.0'))]}
+    installed['nvidia-cublas'] = '13.1.0'
+    carry = ot.select(report, installed, ot.pins_of(rewritten))
+    # timm: pinned to another version than there; mmengine: missing; setuptools: a build tool
+    assert carry == ['timm==1.0.31', 'mmengine==0.10.7', 'setuptools==80.9.0']
+    with pytest.raises(SystemExit, match='lists no torch'):
+        no_torch = tmp_path / 'no_torch.txt'
+        no_torch.write_text('numpy==2.5.2\n')
+        ot.read_installed(str(no_torch))
+    with pytest.raises(SystemExit, match='cannot read'):
+        bad = tmp_path / 'bad.txt'
+        bad.write_text('torch==2.11.0\nthis is not a requirement\n')
+        ot.read_installed(str(bad))
+
+
+def test_make_wheelhouse_refuses_bad_on_top_arguments(tmp_path):
+    script = osp.join(ROOT, 'tools', 'make_wheelhouse.sh')
+    r = subprocess.run(['bash', script, str(tmp_path / 'w'), '--on-top-of', str(tmp_path / 'no')],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and 'pip list --format=freeze' in r.stderr
+    have = tmp_path / 'have.txt'
+    have.write_text('torch==2.11.0\n')
+    r = subprocess.run(['bash', script, str(tmp_path / 'w'), '--on-top-of', str(have),
+                        '--cuda-toolkit'], capture_output=True, text=True)
+    assert r.returncode == 1 and 'HAT_MM_CUDA_TOOLKIT=system' in r.stderr

@@ -270,6 +270,33 @@ def pip_cuda_home(site_packages, torch_cuda):
     return home
 
 
+# Kept as found with HAT_MM_SYSTEM_TORCH=1: torch, torchvision, and the numpy that they and the
+# rest of the container were built against.
+KEPT_AS_FOUND = ('torch', 'torchvision', 'numpy')
+OPENCV_DISTS = ('opencv-python', 'opencv-python-headless', 'opencv-contrib-python',
+                'opencv-contrib-python-headless')
+
+
+def found_packages():
+    """Lines for set-up with a system torch: ``name==version`` of the packages kept as found,
+    then ``# opencv name==version`` for an OpenCV already installed (mmengine then uses it
+    instead of asking for opencv-python, which would shadow it)."""
+    from importlib.metadata import PackageNotFoundError, version
+    lines = []
+    for name in KEPT_AS_FOUND:
+        try:
+            lines.append(f'{name}=={version(name)}')
+        except PackageNotFoundError:
+            pass
+    for name in OPENCV_DISTS:
+        try:
+            lines.append(f'# opencv {name}=={version(name)}')
+            break
+        except PackageNotFoundError:
+            pass
+    return lines
+
+
 def torch_facts():
     import torch
     return torch.__version__, torch.version.cuda, osp.dirname(osp.dirname(torch.__file__))
@@ -280,6 +307,7 @@ def _cli(argv):
     sub = p.add_subparsers(dest='cmd', required=True)
     c = sub.add_parser('torch', help='check the torch in range; print version, CUDA, site-packages')
     c.add_argument('--system', action='store_true')
+    sub.add_parser('found', help='packages kept as found with a system torch (and an OpenCV)')
     c = sub.add_parser('key', help='print the cache key of the requested build')
     c.add_argument('--cuda-version')
     c.add_argument('--arch-list')
@@ -306,6 +334,8 @@ def _cli(argv):
         version, cuda, site = torch_facts()
         check_torch_range(version, where=site, system=a.system)
         print(version, cuda or 'none', site)
+    elif a.cmd == 'found':
+        print('\n'.join(found_packages()))
     elif a.cmd == 'key':
         print(variant_key(torch_facts()[0], a.cuda_version, a.arch_list))
     elif a.cmd == 'arch-list':

@@ -77,6 +77,20 @@ else
   fi
 fi
 PY="$VENV/bin/python"
+if [[ "$SYSTEM_TORCH" == 1 ]]; then
+  # A --system-site-packages venv sees the site-packages of the *base* interpreter. When
+  # $PYTHON is itself a virtual environment (e.g. a container's /opt/torch/.venv), its own
+  # site-packages, where torch is, are added by a .pth file, after the environment's own.
+  "$PYTHON" - "$VENV" <<'PYEOF' || die "could not link the site-packages of $PYTHON into $VENV"
+import os, sys, sysconfig
+if sys.prefix != sys.base_prefix:
+    paths = dict.fromkeys(sysconfig.get_paths()[k] for k in ('purelib', 'platlib'))
+    site = os.path.join(sys.argv[1], 'lib', 'python%d.%d' % sys.version_info[:2], 'site-packages')
+    os.makedirs(site, exist_ok=True)
+    with open(os.path.join(site, '_hat_mm_system_torch.pth'), 'w') as f:
+        f.write(''.join(p + '\n' for p in paths))
+PYEOF
+fi
 INDEX=()
 [[ -n "$WHEELHOUSE" ]] && INDEX=(--no-index --find-links "$WHEELHOUSE")
 PIP=("$PY" -m pip install --disable-pip-version-check --progress-bar off "${INDEX[@]}")
@@ -90,18 +104,34 @@ fi
 
 # 1. torch + torchvision: as pinned, or as found (HAT_MM_SYSTEM_TORCH=1), then pinned for pip.
 CONSTRAINTS="$TMP/constraints.txt"
+OPENCV_FOUND=""  # an OpenCV of $PYTHON that mmengine is to use instead of opencv-python
+FOUND_NAMES="torch|torchvision"  # requirements.txt pins that this set-up does not install
 if [[ "$SYSTEM_TORCH" == 1 ]]; then
-  grep -E '^[A-Za-z0-9_.-]+==' "$ROOT/requirements.txt" | grep -Ev '^(torch|torchvision)==' > "$CONSTRAINTS"
-  "$PY" - >> "$CONSTRAINTS" <<'PYEOF'
-from importlib.metadata import version
-print(f"torch=={version('torch')}\ntorchvision=={version('torchvision')}")
-PYEOF
-  log "using the torch found: $(grep -E '^torch(vision)?==' "$CONSTRAINTS" | tr '\n' ' ')"
+  # torch, torchvision and numpy as found (the container's packages were built against that
+  # numpy; replacing it in the environment would break them), the rest as pinned.
+  "$PY" "$VARIANT_PY" found > "$TMP/found.txt" || die "could not read the packages of $PYTHON (above)"
+  FOUND_NAMES="$(grep -Eo '^[A-Za-z0-9_.-]+==' "$TMP/found.txt" | tr -d = | paste -sd'|')"
+  grep -E '^[A-Za-z0-9_.-]+==' "$ROOT/requirements.txt" | grep -Ev "^($FOUND_NAMES)==" > "$CONSTRAINTS"
+  grep -Ev '^#' "$TMP/found.txt" >> "$CONSTRAINTS"
+  OPENCV_FOUND="$(sed -n 's/^# opencv //p' "$TMP/found.txt")"
+  log "using what $PYTHON has: $(grep -Ev '^#' "$TMP/found.txt" | tr '\n' ' ')${OPENCV_FOUND:+$OPENCV_FOUND (for mmengine, instead of opencv-python)}"
 else
   grep -E '^[A-Za-z0-9_.-]+==' "$ROOT/requirements.txt" > "$CONSTRAINTS"
   log "installing $(grep -E '^(torch|torchvision|numpy)==' "$CONSTRAINTS" | tr '\n' ' ')"
   "${PIP[@]}" -q -c "$CONSTRAINTS" torch torchvision numpy
 fi
+install_mmengine() {
+  # mmengine asks for opencv-python, which would shadow an OpenCV already there (e.g. a
+  # container's opencv-python-headless): then it is installed without it.
+  if [[ -z "$OPENCV_FOUND" ]]; then
+    "${PIP[@]}" -q -c "$CONSTRAINTS" mmengine
+    return
+  fi
+  "${PIP[@]}" -q --no-deps -c "$CONSTRAINTS" mmengine
+  "$PY" -c 'from importlib.metadata import requires
+print("\n".join(r for r in requires("mmengine") if not r.lower().startswith("opencv")))' > "$TMP/mmengine-deps.txt"
+  "${PIP[@]}" -q -c "$CONSTRAINTS" -r "$TMP/mmengine-deps.txt"
+}
 read -r TORCH_VER TORCH_CUDA TORCH_SITE < <("$PY" "$VARIANT_PY" torch $([[ "$SYSTEM_TORCH" == 1 ]] && echo --system)) \
   || die "torch check failed (above)"
 
@@ -130,7 +160,8 @@ MMCV_VER="$(grep -E '^mmcv==' "$ROOT/requirements.txt" | cut -d= -f3)"
 
 build_mmcv() {
   log "building mmcv $MMCV_VER ($KEY) against torch $TORCH_VER (CPU ops: about 9 minutes on 2 cores; CUDA ops: about 70 core-minutes per architecture) ..."
-  "${PIP[@]}" -q -c "$CONSTRAINTS" addict yapf mmengine  # so the wheel's metadata is as before
+  "${PIP[@]}" -q -c "$CONSTRAINTS" addict yapf  # so the wheel's metadata is as before
+  install_mmengine
   local env=(MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}")
   if [[ "$MMCV_CUDA" == 1 ]]; then
     env+=(FORCE_CUDA=1 CUDA_HOME="$CUDA_HOME_FOUND" TORCH_CUDA_ARCH_LIST="$ARCH" PATH="$CUDA_HOME_FOUND/bin:$PATH")
@@ -166,7 +197,8 @@ fi
 
 # 4. Everything else, then the project itself (editable).
 log "installing the rest of requirements.txt and hat_mm (editable)"
-grep -Ev '^(mmcv|torch|torchvision)==' "$ROOT/requirements.txt" > "$TMP/requirements.txt"
+install_mmengine
+grep -Ev "^(mmcv|mmengine|$FOUND_NAMES)==" "$ROOT/requirements.txt" > "$TMP/requirements.txt"
 "${PIP[@]}" -q -r "$TMP/requirements.txt" -c "$CONSTRAINTS"
 "${PIP[@]}" -q --no-deps -e "$ROOT"
 if [[ "$SYSTEM_TORCH" == 1 ]] && compgen -G "$VENV/lib/python*/site-packages/torch" >/dev/null; then

@@ -4,7 +4,7 @@ process, on the same weights and inputs.
 
     python tools/analysis/benchmark_hat.py CONFIG [--batch-size 128] [--amp bf16|fp16]
         [--compile] [--channels-last] [--cfg-options model.fused_window_attention=True]
-        [--device cuda|cpu] [--iters 20] [--peak-tflops 790]
+        [--device cuda|cpu] [--iters 20] [--peak-tflops 790] [--profile DIR]
 
 - plain:    one forward + backward + optimizer step of the classifier's own loss;
 - official: docs/hat_update.md written as a plain PyTorch loop in this file, with the clean
@@ -23,6 +23,12 @@ steps. Model-FLOP utilisation counts the forward FLOPs of one image (torch's FLO
 times 3 for a plain step and times 1 + 3K for a HAT step (a no-grad clean forward plus K
 forward+backward passes), against the dense matmul throughput measured in the step's dtype
 on the same device (``--peak-tflops`` to give another peak).
+
+``--profile DIR`` then runs a few more hat-mm steps under ``torch.profiler`` and prints where
+the time goes: the top operators by self time on the device (CPU time on CPU), the kernel
+launches, scalar reads (``.item()``) and GPU synchronisations (``cudaStreamSynchronize``, ...)
+per step, and the share of the step the GPU is idle (launch gaps); DIR gets the Chrome trace
+(``trace.json``, for chrome://tracing or Perfetto) and ``profile.json``.
 """
 import argparse
 import copy
@@ -70,6 +76,9 @@ def parse_args(argv=None):
     p.add_argument('--peak-tflops', type=float, default=None,
                    help='peak for the model-FLOP utilisation (default: measured matmul)')
     p.add_argument('--out', default=None, help='also write the results to this JSON file')
+    p.add_argument('--profile', default=None, metavar='DIR',
+                   help='profile hat-mm steps after timing them; trace and summary into DIR')
+    p.add_argument('--profile-steps', type=int, default=3)
     return p.parse_args(argv)
 
 
@@ -122,6 +131,69 @@ def time_fn(fn, device, warmup, iters):
         times.append(time.perf_counter() - t)
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.startswith('cuda') else None
     return statistics.median(times), peak
+
+
+# Runtime calls that make the host wait for the GPU (a .item() of a CUDA tensor is one).
+HOST_SYNC_EVENTS = ('cudaStreamSynchronize', 'cudaDeviceSynchronize', 'cudaEventSynchronize',
+                    'cudaMemcpy')
+KERNEL_LAUNCH_EVENTS = ('cudaLaunchKernel', 'cudaLaunchKernelExC', 'cuLaunchKernel',
+                        'cuLaunchKernelEx', 'cudaGraphLaunch')
+
+
+def profile_steps(fn, device, steps, out_dir=None, top=15):
+    """Run ``fn`` ``steps`` times under torch.profiler; return a summary (per step: wall time,
+    device busy time, kernel launches, host syncs; the top operators by self time)."""
+    import os
+    from torch.profiler import ProfilerActivity, profile
+    cuda = device.startswith('cuda')
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    fn()  # one step outside the profile: nothing lazy left to build
+    _sync(device)
+    with profile(activities=activities) as prof:
+        t = time.perf_counter()
+        for _ in range(steps):
+            fn()
+        _sync(device)
+        wall = (time.perf_counter() - t) / steps
+    events = prof.key_averages()
+    time_key = 'self_device_time_total' if cuda else 'self_cpu_time_total'
+
+    def total(names, field='count'):
+        return sum(getattr(e, field) for e in events if e.key in names)
+
+    kernel_us = sum(e.self_device_time_total for e in events
+                    if cuda and e.device_type == torch.autograd.DeviceType.CUDA)
+    ranked = sorted(events, key=lambda e: getattr(e, time_key, 0), reverse=True)[:top]
+    summary = dict(
+        device=device, steps=steps, wall_ms_per_step=1e3 * wall,
+        device_busy_ms_per_step=kernel_us / 1e3 / steps if cuda else None,
+        device_idle_share=(max(0.0, 1 - kernel_us / 1e6 / steps / wall) if cuda else None),
+        kernel_launches_per_step=total(KERNEL_LAUNCH_EVENTS) / steps,
+        host_syncs_per_step={k: total((k, )) / steps for k in HOST_SYNC_EVENTS
+                             if total((k, ))},
+        # .item() and the like, on any device (the optimizer's CPU step counters included)
+        scalar_reads_per_step=total(('aten::_local_scalar_dense', )) / steps,
+        top_ops=[dict(name=e.key, calls_per_step=e.count / steps,
+                      self_ms_per_step=getattr(e, time_key) / 1e3 / steps) for e in ranked])
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
+        prof.export_chrome_trace(os.path.join(out_dir, 'trace.json'))
+        with open(os.path.join(out_dir, 'profile.json'), 'w') as f:
+            json.dump(summary, f, indent=2)
+    return summary
+
+
+def print_profile(summary):
+    busy = summary['device_busy_ms_per_step']
+    print(f"profile of {summary['steps']} hat-mm steps: {summary['wall_ms_per_step']:.1f} ms "
+          'per step' + (f', device busy {busy:.1f} ms (idle '
+                        f"{100 * summary['device_idle_share']:.0f}%)" if busy is not None else '')
+          + f", {summary['kernel_launches_per_step']:.0f} kernel launches per step, "
+          f"{summary['scalar_reads_per_step']:.0f} scalar reads (.item()) per step, GPU syncs "
+          f"per step: {summary['host_syncs_per_step'] or 'none'}")
+    for op in summary['top_ops']:
+        print(f"  {op['self_ms_per_step']:9.2f} ms  {op['calls_per_step']:7.1f} calls  "
+              f"{op['name'][:90]}")
 
 
 def forward_flops_per_image(model, img, device) -> float:
@@ -269,6 +341,11 @@ def main(argv=None):
             x = x.contiguous(memory_format=torch.channels_last)
         batch = dict(inputs=x, data_samples=samples)
         record('hat-mm', lambda: model.train_step(batch, optim_wrapper))
+        if args.profile:
+            results['hat-mm']['profile'] = profile_steps(
+                lambda: model.train_step(batch, optim_wrapper), device, args.profile_steps,
+                args.profile)
+            print_profile(results['hat-mm']['profile'])
 
     if 'plain' in results:
         for name in ('official', 'hat-mm'):
