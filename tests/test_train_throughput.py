@@ -1,0 +1,49 @@
+"""tools/analysis/train_throughput.py and the JPEG data it generates (numbers are not asserted:
+speed is measured by the tool)."""
+import json
+
+from PIL import Image
+
+from tools.analysis.train_throughput import fed_by, main
+from tools.dataset_converters.make_synthetic_imagenet import make_synthetic_imagenet
+
+from .runner_utils import DEMO_CONFIG
+
+
+def test_synthetic_imagenet_layout_and_jpeg_size(tmp_path):
+    r = make_synthetic_imagenet(str(tmp_path), num_train=12, num_val=3, num_classes=4,
+                                size=(500, 375), workers=1)
+    train = (tmp_path / 'meta' / 'train.txt').read_text().split('\n')[:-1]
+    assert len(train) == 12 and train[5] == 'n00000001/n00000001_000005.JPEG 1'
+    assert (tmp_path / 'meta' / 'classes.txt').read_text().split() == [
+        f'n{i:08d}' for i in range(4)]
+    assert len((tmp_path / 'meta' / 'val.txt').read_text().split('\n')[:-1]) == 3
+    with Image.open(tmp_path / 'train' / 'n00000001' / 'n00000001_000005.JPEG') as img:
+        assert img.format == 'JPEG' and img.size == (500, 375) and img.mode == 'RGB'
+    assert 60e3 < r['mean_bytes'] < 200e3  # about an ImageNet photograph's file
+
+
+def test_fed_by_picks_the_fewest_workers_near_the_best():
+    rows = [dict(workers=2, img_per_s=500, data_share=0.40),
+            dict(workers=4, img_per_s=980, data_share=0.03),
+            dict(workers=8, img_per_s=1000, data_share=0.01)]
+    assert fed_by(rows) == 4
+    rows[1]['data_share'] = 0.08  # fast enough, but still waiting for data
+    assert fed_by(rows) == 8
+    assert fed_by([dict(workers=1, img_per_s=10, data_share=0.5)]) is None
+
+
+def test_throughput_runs_train_py_per_worker_count(tmp_path, capsys):
+    step = tmp_path / 'step.json'
+    step.write_text(json.dumps(dict(steps={'hat-mm': dict(img_per_s=100.0)})))
+    rows = main([DEMO_CONFIG, '--workers', '0', '1', '--batch-size', '4', '--iters', '4',
+                 '--skip', '1', '--data', str(tmp_path / 'data'), '--image-size', '64x48',
+                 '--work-dir', str(tmp_path / 'work'), '--step-json', str(step)])
+    assert [r['workers'] for r in rows] == [0, 1]
+    assert all(r['timed_iters'] == 3 and r['img_per_s'] > 0 and 0 <= r['data_share'] < 1
+               for r in rows)
+    report = json.loads((tmp_path / 'work' / 'throughput.json').read_text())
+    assert report['rows'] == rows and report['step_img_per_s'] == 100.0
+    text = (tmp_path / 'work' / 'throughput.md').read_text()
+    assert f"| 1 | {rows[1]['img_per_s']:.0f} |" in text
+    assert f"{rows[0]['img_per_s'] / 100:.2f} |" in text

@@ -1,0 +1,156 @@
+#!/usr/bin/env python
+"""End-to-end training throughput of ``tools/train.py`` with the config's real data pipeline
+on generated JPEG data, for several numbers of data-loading workers:
+
+    python tools/analysis/train_throughput.py configs/hat_swin_t.py [--workers 4 8 12 16]
+        [--batch-size 128] [--iters 60] [--amp bf16] [--data DIR] [--step-json FILE]
+        [--work-dir work_dirs/train_throughput] [--cfg-options ...]
+
+For each worker count, one run of ``tools/train.py`` (one process, one GPU) trains ``--iters``
+iterations in HAT's adversarial phase on ``make_synthetic_imagenet.py`` images (500x375 JPEG,
+about ImageNet's file size; generated once into ``--data``). The throughput is the global
+batch over the median logged iteration time after the first ``--skip`` iterations; the data
+share is mmengine's ``data_time`` over ``time`` (the wait for the next batch). The smallest
+worker count within 3% of the best throughput, with a data share under 5%, is the one that
+keeps the GPU fed. ``--step-json`` (``benchmark_hat.py --out``) adds the ratio to the
+benchmark's step alone (random tensors, no data pipeline).
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import statistics
+import subprocess
+import sys
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from tools.analysis.gpu_check import iteration_logs  # noqa: E402
+from tools.tiny_run_options import pretrain_options  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('config')
+    p.add_argument('--workers', type=int, nargs='+', default=[4, 8, 12, 16])
+    p.add_argument('--batch-size', type=int, default=128)
+    p.add_argument('--iters', type=int, default=60)
+    p.add_argument('--skip', type=int, default=10, help='iterations not timed (warm-up)')
+    p.add_argument('--amp', choices=['fp16', 'bf16'], default=None)
+    p.add_argument('--data', default='data/synthetic_imagenet',
+                   help='generated once here if it has no meta/train.txt')
+    p.add_argument('--image-size', default='500x375')
+    p.add_argument('--step-json', default=None, help='benchmark_hat.py --out of this config')
+    p.add_argument('--work-dir', default='work_dirs/train_throughput')
+    p.add_argument('--cfg-options', nargs='+', default=[])
+    a = p.parse_args(argv)
+    if a.iters <= a.skip:
+        p.error(f'--iters {a.iters} must be larger than --skip {a.skip}')
+    if min(a.workers) < 0:
+        p.error('--workers: numbers of data-loading workers, 0 or more')
+    return a
+
+
+def ensure_data(path, images, size):
+    from tools.dataset_converters.make_synthetic_imagenet import (make_synthetic_imagenet,
+                                                                  parse_size)
+    meta = osp.join(path, 'meta', 'train.txt')
+    if osp.exists(meta):
+        with open(meta) as f:
+            have = sum(1 for line in f if line.strip())
+        if have >= images:
+            return
+        print(f'[train_throughput] {path} has {have} images, {images} needed: regenerating')
+    print(f'[train_throughput] generating {images} JPEG images into {path} ...', flush=True)
+    make_synthetic_imagenet(path, num_train=images, num_val=0, num_classes=10,
+                            size=parse_size(size))
+
+
+def measure(args, workers):
+    """One tools/train.py run; its throughput numbers."""
+    work_dir = osp.join(args.work_dir, f'workers{workers}')
+    cmd = [sys.executable, osp.join(ROOT, 'tools', 'train.py'), args.config,
+           '--work-dir', work_dir, '--no-validate']
+    if args.amp:
+        cmd += ['--amp', args.amp]
+    cmd += ['--cfg-options', *pretrain_options(args.data, args.iters * args.batch_size,
+                                               args.batch_size, epochs=1, workers=workers),
+            'default_hooks.checkpoint.interval=1000', 'log_processor.window_size=1',
+            *args.cfg_options]
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+    os.makedirs(work_dir, exist_ok=True)
+    with open(osp.join(work_dir, 'output.log'), 'w') as f:
+        f.write(proc.stdout)
+    logs = iteration_logs(proc.stdout)[args.skip:]
+    if proc.returncode != 0 or not logs:
+        raise SystemExit(f'[train_throughput] tools/train.py with {workers} workers failed '
+                         f'(exit {proc.returncode}); see {osp.join(work_dir, "output.log")}')
+    if not all('loss_kl_adv' in r for r in logs):
+        raise SystemExit('[train_throughput] the timed iterations are not all HAT steps (no '
+                         f'loss_kl_adv logged); see {osp.join(work_dir, "output.log")}')
+    sec = statistics.median(r['time'] for r in logs)
+    data = statistics.median(r.get('data_time', 0.0) for r in logs)
+    memory = max((r['memory'] for r in logs if 'memory' in r), default=None)
+    return dict(workers=workers, sec_per_iter=sec, img_per_s=args.batch_size / sec,
+                data_share=data / sec, peak_memory_mb=memory, timed_iters=len(logs))
+
+
+def fed_by(rows):
+    """The smallest worker count within 3% of the best throughput with a data share < 5%."""
+    best = max(r['img_per_s'] for r in rows)
+    fed = [r for r in rows if r['img_per_s'] >= 0.97 * best and r['data_share'] < 0.05]
+    return min(fed, key=lambda r: r['workers'])['workers'] if fed else None
+
+
+def table(args, rows, step):
+    lines = [f'End-to-end `tools/train.py {args.config}`'
+             f"{' --amp ' + args.amp if args.amp else ''}, batch {args.batch_size}, "
+             f'{args.iters} iterations (median after {args.skip}), {args.image_size} JPEG data',
+             '', '| workers | img/s | s/iter | data share | peak memory (MB) |'
+             + (' vs step alone |' if step else ''),
+             '|---|---|---|---|---|' + ('---|' if step else '')]
+    for r in rows:
+        line = (f"| {r['workers']} | {r['img_per_s']:.0f} | {r['sec_per_iter']:.3f} | "
+                f"{100 * r['data_share']:.1f}% | {r['peak_memory_mb'] or '-'} |")
+        if step:
+            line += f" {r['img_per_s'] / step:.2f} |"
+        lines.append(line)
+    n = fed_by(rows)
+    lines += ['', f'Workers that keep the step fed: {n}' if n is not None else
+              'No worker count keeps the step fed (data share >= 5% or still rising): '
+              'data loading is the bottleneck']
+    if step:
+        lines.append(f'Step alone (benchmark_hat.py, random tensors): {step:.0f} img/s')
+    return '\n'.join(lines)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    ensure_data(args.data, args.iters * args.batch_size, args.image_size)
+    step = None
+    if args.step_json:
+        with open(args.step_json) as f:
+            step = json.load(f)['steps']['hat-mm']['img_per_s']
+    rows = []
+    for workers in args.workers:
+        rows.append(measure(args, workers))
+        r = rows[-1]
+        print(f"[train_throughput] {workers:3d} workers: {r['img_per_s']:8.1f} img/s, data "
+              f"share {100 * r['data_share']:.1f}%", flush=True)
+    text = table(args, rows, step)
+    print(text)
+    os.makedirs(args.work_dir, exist_ok=True)
+    with open(osp.join(args.work_dir, 'throughput.md'), 'w') as f:
+        f.write(text + '\n')
+    with open(osp.join(args.work_dir, 'throughput.json'), 'w') as f:
+        json.dump(dict(config=args.config, amp=args.amp, batch_size=args.batch_size,
+                       rows=rows, fed_by=fed_by(rows), step_img_per_s=step), f, indent=2)
+    return rows
+
+
+if __name__ == '__main__':
+    main()
