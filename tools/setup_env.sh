@@ -130,7 +130,16 @@ install_mmengine() {
   "${PIP[@]}" -q --no-deps -c "$CONSTRAINTS" mmengine
   "$PY" -c 'from importlib.metadata import requires
 print("\n".join(r for r in requires("mmengine") if not r.lower().startswith("opencv")))' > "$TMP/mmengine-deps.txt"
-  "${PIP[@]}" -q -c "$CONSTRAINTS" -r "$TMP/mmengine-deps.txt"
+  pip_install -q -c "$CONSTRAINTS" -r "$TMP/mmengine-deps.txt"
+}
+pip_install() {
+  # pip then reports on every install that mmengine misses opencv-python: said once, here
+  if [[ -z "$OPENCV_FOUND" ]]; then
+    "${PIP[@]}" "$@"
+    return
+  fi
+  "${PIP[@]}" "$@" 2> >(grep -v -e "pip's dependency resolver does not currently take" \
+    -e 'mmengine .* requires opencv-python' >&2)
 }
 read -r TORCH_VER TORCH_CUDA TORCH_SITE < <("$PY" "$VARIANT_PY" torch $([[ "$SYSTEM_TORCH" == 1 ]] && echo --system)) \
   || die "torch check failed (above)"
@@ -199,7 +208,7 @@ fi
 log "installing the rest of requirements.txt and hat_mm (editable)"
 install_mmengine
 grep -Ev "^(mmcv|mmengine|$FOUND_NAMES)==" "$ROOT/requirements.txt" > "$TMP/requirements.txt"
-"${PIP[@]}" -q -r "$TMP/requirements.txt" -c "$CONSTRAINTS"
+pip_install -q -r "$TMP/requirements.txt" -c "$CONSTRAINTS"
 "${PIP[@]}" -q --no-deps -e "$ROOT"
 if [[ "$SYSTEM_TORCH" == 1 ]] && compgen -G "$VENV/lib/python*/site-packages/torch" >/dev/null; then
   die "a torch was installed into $VENV although HAT_MM_SYSTEM_TORCH=1 (a bug: please report it)"
