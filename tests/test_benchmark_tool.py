@@ -11,7 +11,7 @@ def test_benchmark_runs_all_three_steps_on_cpu(capsys):
     assert set(results) == {'plain', 'official', 'hat-mm'}
     assert all(r['sec'] > 0 and 0 < r['mfu'] for r in results.values())
     out = capsys.readouterr().out
-    assert 'hat-mm speed vs official-style' in out and 'fast paths: none' in out
+    assert 'hat-mm speed vs official-style' in out and 'fast paths: none;' in out
 
 
 def test_benchmark_compiles_the_hat_mm_model(capsys):
@@ -89,3 +89,21 @@ def test_benchmark_profiles_the_hat_mm_step(tmp_path, capsys):
     assert any('addmm' in n or 'aten::mm' in n or 'linear' in n for n in names), names
     assert 'profile of 1 hat-mm steps' in capsys.readouterr().out
     assert (tmp_path / 'trace.json').exists()
+
+
+def test_benchmark_tables_measure_every_speed_option(tmp_path):
+    """Swin gets the fused window attention variants, every config the optimizer and layout
+    ones, and 'all' turns every option of the config on at once (run here on the demo)."""
+    import json
+
+    from tools.analysis.benchmark_tables import main as tables_main
+    from tools.analysis.benchmark_tables import variants_for
+    swin, vit = variants_for('configs/hat_swin_t.py'), variants_for(DEMO_CONFIG)
+    assert set(swin) - set(vit) == {'fused', 'fused+compile'}
+    assert set(vit) == {'eager', 'compile', 'fused-adamw', 'channels-last', 'all'}
+    assert 'model.fused_window_attention=True' in swin['all']
+    tables_main(['--configs', DEMO_CONFIG, '--amp', 'none', '--device', 'cpu',
+                 '--batch-size', '4', '--iters', '1', '--warmup', '1',
+                 '--variants', 'fused-adamw', '--out-dir', str(tmp_path)])
+    report = json.loads((tmp_path / 'hat_vit_digits_fused-adamw.json').read_text())
+    assert set(report['steps']) == {'hat-mm'} and report['optimizer']['fused'] is True

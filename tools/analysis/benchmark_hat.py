@@ -293,7 +293,9 @@ def main(argv=None):
           f'K={hat.adv_iters}, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M '
           f'params, {flops_fwd / 1e9:.2f} GFLOP/image forward, matmul peak '
           f'{peak_tflops:.1f} TFLOP/s{" (given)" if args.peak_tflops else " (measured)"}')
-    print(f'hat-mm fast paths: {fast_paths or "none"}')
+    optimizer = {k: wrapper_cfg.optimizer[k] for k in ('type', 'fused', 'foreach')
+                 if k in wrapper_cfg.optimizer}
+    print(f'hat-mm fast paths: {fast_paths or "none"}; optimizer {optimizer}')
     step_flops = {'plain': 3 * flops_fwd, 'official': (1 + 3 * hat.adv_iters) * flops_fwd,
                   'hat-mm': (1 + 3 * hat.adv_iters) * flops_fwd}
     results = {}
@@ -361,7 +363,8 @@ def main(argv=None):
     if args.out:
         report = dict(config=args.config, device=device, device_name=_device_name(device),
                       amp=args.amp, batch_size=bs, img_size=img, adv_iters=hat.adv_iters,
-                      fast_paths=fast_paths, forward_gflop_per_image=flops_fwd / 1e9,
+                      fast_paths=fast_paths, optimizer=optimizer,
+                      forward_gflop_per_image=flops_fwd / 1e9,
                       peak_tflops=peak_tflops, steps=results)
         with open(args.out, 'w') as f:
             json.dump(report, f, indent=2, default=str)

@@ -6,7 +6,8 @@
 
 For each config, ``benchmark_hat.py`` runs once with all three steps on the stock model and
 hat-mm's step as configured, then once per speed option with hat-mm's step only:
-``compile``, and for Swin configs ``fused_window_attention`` and both together. Each run is
+``compile``, ``fused-adamw`` (``AdamW(fused=True)``), ``channels-last``, for Swin configs
+``fused`` (``fused_window_attention``) and ``fused+compile``, and ``all`` of them together. Each run is
 a separate process (its own compile caches and memory). The JSON of every run is kept in
 ``--out-dir``; the tables are printed in Markdown and written to ``tables.md`` there.
 """
@@ -32,18 +33,25 @@ def parse_args(argv=None):
     p.add_argument('--warmup', type=int, default=5)
     p.add_argument('--device', default=None)
     p.add_argument('--variants', default=None,
-                   help='comma-separated subset of eager,compile,fused,fused+compile')
+                   help='comma-separated subset of eager,compile,fused-adamw,channels-last,'
+                   'fused,fused+compile,all (eager always runs)')
     p.add_argument('--out-dir', default='work_dirs/benchmark')
     return p.parse_args(argv)
 
 
 def variants_for(config):
+    """The speed options to measure, each as benchmark_hat.py arguments; ``all``: every one."""
     cfg = Config.fromfile(config)
     swin = 'Swin' in str(cfg.model.get('backbone', {}).get('type', ''))
-    variants = {'eager': [], 'compile': ['--compile']}
+    adamw = ['--cfg-options', 'optim_wrapper.optimizer.fused=True']
+    variants = {'eager': [], 'compile': ['--compile'], 'fused-adamw': adamw,
+                'channels-last': ['--channels-last']}
+    every = ['--compile', '--channels-last'] + adamw
     if swin:
         fused = ['--cfg-options', 'model.fused_window_attention=True']
         variants.update({'fused': fused, 'fused+compile': ['--compile'] + fused})
+        every += fused
+    variants['all'] = every
     return variants
 
 
