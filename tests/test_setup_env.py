@@ -320,6 +320,16 @@ def test_setup_system_torch_from_a_wheelhouse(tmp_path):
             args = line.split(' :: ', 1)[1].split()
             assert not {'torch', 'torchvision'} & set(args), line
     assert 'system_torch=1' in env.stamp
+    # $PYTHON (here: the stand-in, which runs this interpreter) is a venv: its site-packages,
+    # where torch is, are linked into the new environment
+    pth = (env.venv / 'lib' / ('python%d.%d' % sys.version_info[:2]) / 'site-packages'
+           / '_hat_mm_system_torch.pth')
+    if sys.prefix != sys.base_prefix:
+        import sysconfig
+        assert pth.read_text().split() == list(dict.fromkeys(
+            sysconfig.get_paths()[k] for k in ('purelib', 'platlib')))
+    else:
+        assert not pth.exists()
 
 
 @pytest.mark.parametrize('opencv', ['opencv-python-headless==5.0.0', None])
