@@ -355,3 +355,13 @@ def test_swin_t_train_and_test_on_tiny_ade20k(tiny_ade, hat_checkpoint, tmp_path
     assert {flip for _, flip in shapes} == {False, True}
     assert math.isfinite(metrics['mIoU']) and 0.0 <= metrics['mIoU'] <= 100.0
     assert json.loads(metrics_file.read_text())['mIoU'] == pytest.approx(metrics['mIoU'])
+
+
+def test_test_tool_writes_numpy_metrics_as_numbers():
+    """mmseg's mIoU is a numpy float32 under numpy 2; --out must still hold a number."""
+    import numpy as np
+
+    from tools.test import metrics_for_json
+    out = json.loads(json.dumps(metrics_for_json(
+        {'mIoU': np.float32(41.5), 'aAcc': np.float64(3.25), 'n': 2, 'kind': 'ss'})))
+    assert out == {'mIoU': 41.5, 'aAcc': 3.25, 'n': 2.0, 'kind': 'ss'}

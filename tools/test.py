@@ -11,6 +11,7 @@ reported by name and nothing is evaluated.
 """
 import argparse
 import json
+import numbers
 
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
@@ -65,14 +66,20 @@ def main(argv=None):
         metrics = runner.test()
 
     if runner.rank == 0:
-        shown = '  '.join(f'{k}: {v:.2f}' if isinstance(v, float) else f'{k}: {v}'
-                          for k, v in metrics.items())
+        # numbers.Real: numpy scalars too (mmseg's mIoU is a float32 under numpy 2)
+        shown = '  '.join(f'{k}: {float(v):.2f}' if isinstance(v, numbers.Real) else
+                          f'{k}: {v}' for k, v in metrics.items())
         print(f'Test results of {args.checkpoint}: {shown}', flush=True)
         if args.out:
             with open(args.out, 'w') as f:
-                json.dump({k: (float(v) if isinstance(v, (int, float)) else str(v))
-                           for k, v in metrics.items()}, f, indent=2)
+                json.dump(metrics_for_json(metrics), f, indent=2)
     return metrics
+
+
+def metrics_for_json(metrics):
+    """Numbers as floats (numpy scalars included: mmseg's mIoU is a float32 under numpy 2),
+    anything else as its text."""
+    return {k: (float(v) if isinstance(v, numbers.Real) else str(v)) for k, v in metrics.items()}
 
 
 if __name__ == '__main__':
