@@ -35,6 +35,7 @@ import copy
 import gc
 import json
 import logging
+import os.path as osp
 import platform
 import statistics
 import time
@@ -249,6 +250,8 @@ def main(argv=None):
     args = parse_args(argv)
     import hat_mm  # noqa: F401
     from hat_mm.engine import apply_hat
+    if not osp.isfile(args.config):
+        raise SystemExit(f'config not found: {args.config} (a path like configs/hat_swin_t.py)')
     cfg = Config.fromfile(args.config)
     cfg.merge_from_dict(args.cfg_options)
     cfg = apply_hat(cfg)

@@ -46,6 +46,8 @@ def parse_args(argv=None):
     p.add_argument('--work-dir', default='work_dirs/train_throughput')
     p.add_argument('--cfg-options', nargs='+', default=[])
     a = p.parse_args(argv)
+    if not osp.isfile(a.config):
+        p.error(f'config not found: {a.config} (a path like configs/hat_swin_t.py)')
     if a.iters <= a.skip:
         p.error(f'--iters {a.iters} must be larger than --skip {a.skip}')
     if min(a.workers) < 0:
