@@ -17,8 +17,8 @@
 #                        visible GPUs) from a CUDA toolkit of torch's CUDA version: the system's
 #                        (CUDA_HOME, nvcc on PATH, /usr/local/cuda), else the package index's
 #   HAT_MM_CUDA_TOOLKIT  with HAT_MM_MMCV_CUDA=1: auto (default), system, or pip (the index's)
-#   HAT_MM_SYSTEM_TORCH=1  use the torch and torchvision of $PYTHON (a venv that sees its
-#                        site-packages); they are checked, never replaced
+#   HAT_MM_SYSTEM_TORCH=1  use the torch, torchvision and numpy of $PYTHON (a venv that sees
+#                        its site-packages), and its OpenCV if it has one; checked, never replaced
 #   HAT_MM_WHEELHOUSE=DIR  install with no package index, from DIR (tools/make_wheelhouse.sh)
 #   MAX_JOBS             parallel compile jobs for the mmcv build (default: nproc)
 set -euo pipefail
