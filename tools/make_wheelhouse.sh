@@ -75,12 +75,13 @@ if [[ -z "$ON_TOP" ]]; then
 else
   # Resolve everything for the target (pip reads only metadata), then download what the
   # Python of FILE lacks, without dependencies: no torch and no CUDA libraries.
-  ONTOP_PY=("$HOST_PY" "$ROOT/tools/wheelhouse_on_top.py")
+  # A helper environment: a current pip (older ones check Requires-Python against the
+  # running Python in a dry run), and packaging for the rules of wheelhouse_on_top.py.
+  "$HOST_PY" -m venv "$TMP/resolve-env"
+  "$TMP/resolve-env/bin/python" -m pip install -q --disable-pip-version-check --upgrade "pip>=24" packaging
+  ONTOP_PY=("$TMP/resolve-env/bin/python" "$ROOT/tools/wheelhouse_on_top.py")
   "${ONTOP_PY[@]}" requirements "$ON_TOP" "$TMP/requirements.txt"
   log "resolving the requirements for CPython $PYVER on top of $ON_TOP ..."
-  # a current pip: older ones check Requires-Python against the running Python in a dry run
-  "$HOST_PY" -m venv "$TMP/resolve-env"
-  "$TMP/resolve-env/bin/python" -m pip install -q --disable-pip-version-check --upgrade "pip>=24"
   "$TMP/resolve-env/bin/python" -m pip install -q --disable-pip-version-check --dry-run --ignore-installed \
     --report "$TMP/report.json" --target "$TMP/never" "${TARGET[@]}" -r "$TMP/requirements.txt"
   "${ONTOP_PY[@]}" select "$ON_TOP" "$TMP/report.json" "$TMP/requirements.txt" > "$TMP/carry.txt"

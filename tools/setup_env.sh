@@ -120,14 +120,18 @@ else
   log "installing $(grep -E '^(torch|torchvision|numpy)==' "$CONSTRAINTS" | tr '\n' ' ')"
   "${PIP[@]}" -q -c "$CONSTRAINTS" torch torchvision numpy
 fi
+MMENGINE_DONE=0
 install_mmengine() {
   # mmengine asks for opencv-python, which would shadow an OpenCV already there (e.g. a
-  # container's opencv-python-headless): then it is installed without it.
+  # container's opencv-python-headless): then it is installed without it. Once per set-up
+  # (the mmcv build needs it first).
+  [[ "$MMENGINE_DONE" == 0 ]] || return 0
+  MMENGINE_DONE=1
   if [[ -z "$OPENCV_FOUND" ]]; then
     "${PIP[@]}" -q -c "$CONSTRAINTS" mmengine
     return
   fi
-  "${PIP[@]}" -q --no-deps -c "$CONSTRAINTS" mmengine
+  pip_install -q --no-deps -c "$CONSTRAINTS" mmengine
   "$PY" -c 'from importlib.metadata import requires
 print("\n".join(r for r in requires("mmengine") if not r.lower().startswith("opencv")))' > "$TMP/mmengine-deps.txt"
   pip_install -q -c "$CONSTRAINTS" -r "$TMP/mmengine-deps.txt"

@@ -16,17 +16,14 @@ import os.path as osp
 import re
 import sys
 
+from packaging.utils import canonicalize_name as canonical
+
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from mmcv_variant import KEPT_AS_FOUND, OPENCV_DISTS  # noqa: E402
 
 # Always carried, whatever the Python has: set-up installs them first, with a version range
 # (setuptools < 81 still has pkg_resources, which mmcv's setup.py needs).
 BUILD_TOOLS = ('pip', 'setuptools', 'wheel', 'packaging', 'ninja')
-
-
-def canonical(name):
-    """A distribution name as pip compares them (PEP 503)."""
-    return re.sub(r'[-_.]+', '-', name).lower()
 
 
 def read_installed(path):

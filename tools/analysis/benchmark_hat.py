@@ -170,8 +170,8 @@ def profile_steps(fn, device, steps, out_dir=None, top=15):
         device_busy_ms_per_step=kernel_us / 1e3 / steps if cuda else None,
         device_idle_share=(max(0.0, 1 - kernel_us / 1e6 / steps / wall) if cuda else None),
         kernel_launches_per_step=total(KERNEL_LAUNCH_EVENTS) / steps,
-        host_syncs_per_step={k: total((k, )) / steps for k in HOST_SYNC_EVENTS
-                             if total((k, ))},
+        host_syncs_per_step={k: n / steps for k in HOST_SYNC_EVENTS
+                             if (n := total((k, )))},
         # .item() and the like, on any device (the optimizer's CPU step counters included)
         scalar_reads_per_step=total(('aten::_local_scalar_dense', )) / steps,
         top_ops=[dict(name=e.key, calls_per_step=e.count / steps,
