@@ -4,6 +4,8 @@ CPU mode end to end on a part of the rows (the detection ops and ViT-T pretraini
 import json
 import os
 import sys
+import threading
+import time
 
 import pytest
 
@@ -85,13 +87,53 @@ def test_row_reports_failures_and_timeouts(tmp_path):
     assert 'started' in row.outputs[0] and row.result()['wall_seconds'] < 30
 
 
+class FakeCheck:
+    """Rows that take ``seconds[name]`` and record when they start and end."""
+
+    def __init__(self, seconds):
+        self.seconds, self.events, self.lock = seconds, [], threading.Lock()
+
+    def run_row(self, name):
+        with self.lock:
+            self.events.append(('start', name))
+        time.sleep(self.seconds.get(name, 0.05))
+        with self.lock:
+            self.events.append(('end', name))
+        return dict(name=name)
+
+
+@pytest.mark.parametrize('jobs', [1, 3])
+def test_rows_run_jobs_at_a_time_downstream_after_swin(jobs):
+    names = gpu_check.row_names()
+    check = FakeCheck({'pretrain/swin_t/fp32': 0.3, 'pretrain/vit_b/bf16': 0.6})
+    reported = []
+    results = gpu_check.run_rows(check, names, jobs, reported.append)
+    assert [r['name'] for r in results] == names  # the table keeps the rows' order
+    assert sorted(r['name'] for r in reported) == sorted(names)
+    running, most = set(), 0
+    for kind, name in check.events:
+        running.add(name) if kind == 'start' else running.discard(name)
+        most = max(most, len(running))
+    assert most == jobs
+    order = [(kind, name) for kind, name in check.events]
+    swin_end = order.index(('end', 'pretrain/swin_t/fp32'))
+    for row in ('det/swin_t', 'seg/swin_t'):
+        assert order.index(('start', row)) > swin_end
+    if jobs > 1:  # they need not wait for the slow ViT-B row
+        assert order.index(('start', 'det/swin_t')) < order.index(('end', 'pretrain/vit_b/bf16'))
+    with pytest.raises(SystemExit):
+        gpu_check.parse_args(['--jobs', '0'])
+
+
 def test_cpu_mode_end_to_end(tmp_path):
     work = tmp_path / 'check'
     res = run_tool(['bash', 'tools/gpu_check.sh', '--work-dir', str(work), '--rows', 'ops',
-                    'pretrain/vit_t/*', 'det/*'], env={'PYTHON': sys.executable}, timeout=900)
+                    'pretrain/vit_t/*', 'det/*', '--jobs', '2'], env={'PYTHON': sys.executable},
+                   timeout=900)
     assert res.returncode == 0, res.stdout[-4000:]
     summary = json.loads((work / 'gpu_check.json').read_text())
     assert summary['passed'] is True and summary['device'].startswith('CPU')
+    assert summary['jobs'] == 2
     rows = {r['name']: r for r in summary['rows']}
     assert list(rows) == ['ops', 'pretrain/vit_t/fp32', 'pretrain/vit_t/fp16',
                           'pretrain/vit_t/bf16', 'det/swin_t']
@@ -106,4 +148,5 @@ def test_cpu_mode_end_to_end(tmp_path):
     assert 'resumed epoch: 1' in log and 'loss_kl_adv' in log and '--no-validate' in log
     assert not [f for _, _, files in os.walk(work) for f in files if f.endswith('.pth')]
     table = (work / 'gpu_check.md').read_text()
+    assert '2 rows at a time (s/iter includes their load)' in table.splitlines()[0]
     assert '| pretrain/vit_t/fp32 | pass |' in table and '| ops | pass |' in res.stdout

@@ -3,7 +3,7 @@
 and end in a table of pass/fail with numbers (``bash tools/gpu_check.sh`` runs this):
 
     python tools/analysis/gpu_check.py [--work-dir work_dirs/gpu_check] [--rows PATTERN ...]
-                                       [--row-timeout SECONDS] [--keep-checkpoints]
+                                       [--row-timeout SECONDS] [--keep-checkpoints] [--jobs N]
 
 Rows (``--rows`` takes shell patterns of their names, e.g. ``ops 'pretrain/vit_t/*'``):
 
@@ -28,6 +28,11 @@ first), peak GPU memory (mmengine's ``memory``: the largest) and wall time. Logs
 ``gpu_check.md`` and ``gpu_check.json`` go to the work dir; checkpoints are deleted after
 their row unless ``--keep-checkpoints``.
 
+``--jobs N`` runs up to N rows at a time on the same GPU (``det`` and ``seg`` start when
+``pretrain/swin_t/fp32`` has ended): the check takes a fraction of the time, the pass/fail
+verdicts and peak memories stay each row's own, but seconds per iteration then include the
+other rows' load (the table's heading says so). Default 1.
+
 Without CUDA the same rows run in a reduced CPU mode so that the whole logic runs anywhere:
 fp32 only (AMP rows: ``skipped: no CUDA``), two processes with gloo for ``dist_train``, the
 ops row on the fallback's torchvision route on CPU tensors, smaller batches.
@@ -46,6 +51,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if ROOT not in sys.path:
@@ -59,6 +65,7 @@ MODELS = dict(swin_t='configs/hat_swin_t.py', vit_t='configs/hat_vit_t.py',
 PRECISIONS = dict(fp32=[], fp16=['--amp'], bf16=['--amp', 'bf16'])
 DET_CONFIG = ('configs/downstream/'
               'cascade-mask-rcnn_hat-swin-t-p4-w7_fpn_giou-4conv1f_ms-crop-3x_coco.py')
+SWIN_FP32 = 'pretrain/swin_t/fp32'  # its checkpoint goes into det and seg
 SEG_CONFIG = 'configs/downstream/upernet_hat-swin-t-p4-w7_8xb2-160k_ade20k-512x512.py'
 FIELD = re.compile(r'([A-Za-z_][\w./]*): (-?(?:\d+(?:\.\d*)?(?:e[-+]?\d+)?|nan|inf))')
 
@@ -271,7 +278,7 @@ class GpuCheck:
         row.expect(osp.isfile(final), 'epoch_2.pth not written after --resume')
         row.numbers = f'{first}+{len(row.train_logs) - first} iterations (resumed); ' + \
             ', '.join(last(row.train_logs, k) for k in ('loss', 'loss_ce_adv', 'loss_kl_adv'))
-        if (model, precision) == ('swin_t', 'fp32') and row.status == 'pass':
+        if row.name == SWIN_FP32 and row.status == 'pass':
             self.swin_checkpoint = final
 
     def dist_train(self, row, model):
@@ -349,7 +356,37 @@ def parse_args(argv=None):
     parser.add_argument('--row-timeout', type=float,
                         help='seconds each row may take (default: 240 with CUDA, 1800 without)')
     parser.add_argument('--keep-checkpoints', action='store_true')
-    return parser.parse_args(argv)
+    parser.add_argument('--jobs', type=int, default=1,
+                        help='rows run at a time (seconds per iteration then include the '
+                        'load of the others); default 1')
+    args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f'--jobs {args.jobs}: give 1 or more rows at a time')
+    return args
+
+
+def run_rows(check, names, jobs, report):
+    """Each row's result, in the order of ``names``, running up to ``jobs`` rows at a time;
+    the downstream rows (which load its checkpoint) start when ``pretrain/swin_t/fp32`` has
+    ended. ``report(result)`` is called as each row ends."""
+    downstream = [n for n in names if n.split('/')[0] in ('det', 'seg')]
+    waiting = list(downstream)
+    results, running = {}, {}
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        def submit(batch):
+            running.update({pool.submit(check.run_row, n): n for n in batch})
+
+        submit([n for n in names if n not in downstream])
+        while running or waiting:
+            if waiting and SWIN_FP32 not in running.values():
+                submit(waiting)
+                waiting = []
+            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for future in done:
+                name = running.pop(future)
+                results[name] = future.result()
+                report(results[name])
+    return [results[n] for n in names]
 
 
 def main(argv=None):
@@ -373,12 +410,10 @@ def main(argv=None):
         data_seconds=round(time.time() - start, 1), rows=[])
     print(f'[gpu_check] {summary["device"]}, torch {summary["torch"]}, mmcv '
           f'{summary["mmcv_ops"]}; data in {work_dir}/data', flush=True)
+    summary['jobs'] = args.jobs
     check = GpuCheck(work_dir, data, cuda, summary['gpus'], timeout, args.keep_checkpoints)
-    for name in names:
-        result = check.run_row(name)
-        summary['rows'].append(result)
-        print(f'[gpu_check] {name}: {result["status"]} ({result["wall_seconds"]:.1f} s)',
-              flush=True)
+    summary['rows'] = run_rows(check, names, args.jobs, lambda r: print(
+        f'[gpu_check] {r["name"]}: {r["status"]} ({r["wall_seconds"]:.1f} s)', flush=True))
     if check.swin_checkpoint and not args.keep_checkpoints:
         os.remove(check.swin_checkpoint)
     summary['total_seconds'] = round(time.time() - start, 1)
@@ -386,7 +421,9 @@ def main(argv=None):
     table = markdown_table(summary['rows'])
     with open(osp.join(work_dir, 'gpu_check.md'), 'w') as f:
         f.write(f'{summary["device"]}, torch {summary["torch"]}, mmcv {summary["mmcv_ops"]}, '
-                f'{summary["total_seconds"]:.0f} s in all\n\n{table}')
+                f'{summary["total_seconds"]:.0f} s in all'
+                + (f', {args.jobs} rows at a time (s/iter includes their load)'
+                   if args.jobs > 1 else '') + f'\n\n{table}')
     with open(osp.join(work_dir, 'gpu_check.json'), 'w') as f:
         json.dump(summary, f, indent=2)
     print('\n' + table + f'\n{"all rows pass" if summary["passed"] else "SOME ROWS FAIL"} '
