@@ -107,3 +107,57 @@ def test_benchmark_tables_measure_every_speed_option(tmp_path):
                  '--variants', 'fused-adamw', '--out-dir', str(tmp_path)])
     report = json.loads((tmp_path / 'hat_vit_digits_fused-adamw.json').read_text())
     assert set(report['steps']) == {'hat-mm'} and report['optimizer']['fused'] is True
+
+
+def test_official_style_step_is_the_hat_update():
+    """The baseline the tables compare with computes what hat-mm's train_step computes (same
+    update from the same weights and batch), so the ratio compares equal work."""
+    import copy
+
+    import torch
+    from mmengine.optim import OptimWrapper
+
+    from tools.analysis.benchmark_hat import official_style_step
+
+    from .helpers import random_batch, tiny_vit_classifier
+    ours = tiny_vit_classifier(hat=dict(adv_iters=3)).train()
+    ours.set_hat_phase(True)
+    data = ours.data_preprocessor(random_batch(), True)
+    x, samples = data['inputs'], data['data_samples']
+    official = copy.deepcopy(ours)
+    before = {k: v.clone() for k, v in ours.state_dict().items()}
+
+    ours.train_step(random_batch(), OptimWrapper(torch.optim.SGD(ours.parameters(), lr=0.5)))
+    hat = official.hat
+    optimizer = torch.optim.SGD(official.parameters(), lr=0.5)
+    official_style_step(
+        official, optimizer, torch.amp.GradScaler('cpu', enabled=False), x,
+        lambda out, inputs: official.hat_classification_loss(out, samples, inputs)['loss'],
+        official.hat_kl_logits, hat.adv_iters, hat.adv_eps, hat.adv_lr, hat.adv_kl_weight,
+        hat.adv_ce_weight, None)
+    moved = 0
+    for name, value in official.state_dict().items():
+        torch.testing.assert_close(ours.state_dict()[name], value, rtol=1e-5, atol=1e-6)
+        moved += int(not torch.equal(value, before[name]))
+    assert moved > 10  # the step changed the weights
+
+
+def test_benchmark_runs_distillation_and_token_labeling_models(capsys):
+    """DeiT-B distilled (its teacher built from the config, random weights: no checkpoint
+    needed) and VOLO (token-label targets), shrunk: every step runs on the model's own loss."""
+    distilled = main(['configs/hat_deit_b_distilled.py', '--device', 'cpu', '--batch-size',
+                      '2', '--iters', '1', '--warmup', '1', '--img-size', '32',
+                      '--peak-tflops', '1', '--cfg-options', 'model.backbone.arch=deit-tiny',
+                      'model.backbone.img_size=32', 'model.head.in_channels=192',
+                      'model.teacher.model.model_name=resnet10t'])
+    out = capsys.readouterr().out
+    assert set(distilled) == {'plain', 'official', 'hat-mm'}
+    assert ' + teacher ' in out and 'GFLOP/image forward' in out
+    volo = main(['configs/hat_volo_d1_224.py', '--device', 'cpu', '--batch-size', '2',
+                 '--iters', '1', '--warmup', '1', '--img-size', '64', '--peak-tflops', '1',
+                 '--cfg-options', 'model.model_name=None', 'model.arch.layers=(1,1,1,1)',
+                 'model.arch.embed_dims=(16,32,32,32)', 'model.arch.num_heads=(2,4,4,4)',
+                 'model.arch.img_size=64', 'model.arch.stem_hidden_dim=8',
+                 'model.num_classes=10'])
+    assert set(volo) == {'plain', 'official', 'hat-mm'}
+    assert all(r['sec'] > 0 for r in list(distilled.values()) + list(volo.values()))

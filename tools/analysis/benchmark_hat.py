@@ -8,7 +8,8 @@ process, on the same weights and inputs.
 
 - plain:    one forward + backward + optimizer step of the classifier's own loss;
 - official: docs/hat_update.md written as a plain PyTorch loop in this file, with the clean
-            forward kept in the autograd graph as the official code does;
+            forward kept in the autograd graph as the official code does (the same update
+            as hat-mm's, tested);
 - hat-mm:   ``model.train_step`` with the config's optim wrapper (the runner's path).
 
 plain and official run the stock model (eager, mmpretrain's own modules); hat-mm runs the
@@ -17,11 +18,14 @@ model as the config builds it, with its fast paths (``model.fused_window_attenti
 models start from the same weights and are timed one after the other, so each step's peak
 memory is its own.
 
-Inputs are random tensors of the model's input size (already normalised: the data pipeline
-is not timed). Timing: warm-up iterations, then the median of ``--iters`` synchronised
+Every step uses the model's own training loss: a distillation model (DeiT-B distilled) runs
+its teacher, built from the config with random weights (no checkpoint needed), on each
+``x + delta_k``; VOLO gets token-label targets (class and dense). Inputs are random tensors of
+the model's input size (already normalised: the data pipeline is not timed). Timing: warm-up iterations, then the median of ``--iters`` synchronised
 steps. Model-FLOP utilisation counts the forward FLOPs of one image (torch's FLOP counter)
 times 3 for a plain step and times 1 + 3K for a HAT step (a no-grad clean forward plus K
-forward+backward passes), against the dense matmul throughput measured in the step's dtype
+forward+backward passes), plus one teacher forward per loss (1 in a plain step, K in a HAT
+step), against the dense matmul throughput measured in the step's dtype
 on the same device (``--peak-tflops`` to give another peak).
 
 ``--profile DIR`` then runs a few more hat-mm steps under ``torch.profiler`` and prints where
@@ -88,22 +92,26 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def official_style_step(model, optimizer, scaler, x, y, K, eps, alpha, w_kl, w_ce, dtype,
-                        clip_grad=None):
-    """docs/hat_update.md as the official code writes it (clean forward kept in the graph);
+def official_style_step(model, optimizer, scaler, x, loss_fn, logits_of, K, eps, alpha, w_kl,
+                        w_ce, dtype, forward_kwargs=None, clip_grad=None):
+    """docs/hat_update.md as the official code writes it (clean forward kept in the graph).
+    ``loss_fn(output, inputs)`` is ``CE_k`` (the model's own loss: a distillation teacher or
+    the token-label targets included), ``logits_of(output)`` the logits the KL compares;
     ``clip_grad`` (max norm) clips the accumulated gradient as timm's loss scaler does."""
     device_type = x.device.type
     autocast = torch.autocast(device_type, dtype=dtype, enabled=dtype is not None)
+    kwargs = forward_kwargs or {}
     with autocast:
-        z_c = model(x, mode='tensor')
+        z_c = logits_of(model(x, mode='tensor', **kwargs))
     p_c = F.softmax(z_c.float(), -1).detach()
     delta = torch.zeros_like(x)
     for k in range(K):
         delta.requires_grad_(True)
+        x_adv = x + delta
         with autocast:
-            z = model(x + delta, mode='tensor').float()
-        ce = -(y * F.log_softmax(z, -1)).sum(-1).mean()
-        log_p = F.log_softmax(z, -1)
+            out = model(x_adv, mode='tensor', **kwargs)
+        ce = loss_fn(out, x_adv)
+        log_p = F.log_softmax(logits_of(out).float(), -1)
         kl = 0.5 * (F.kl_div(log_p, p_c, reduction='batchmean')
                     + (log_p.exp() * (log_p - torch.log(p_c + 1e-12))).sum(-1).mean())
         loss = ce + w_kl * kl if k == 0 else (w_ce * ce + w_kl * kl) / (K - 1)
@@ -230,13 +238,15 @@ def quiet_logs():
         logger.setLevel(level)
 
 
-def build_model(model_cfg, device, state_dict=None):
+def build_model(model_cfg, device, state_dict=None, teacher=None):
     with quiet_logs():
         model = MODELS.build(copy.deepcopy(model_cfg))
     if state_dict is not None:
         model.load_state_dict(state_dict)
     model = model.to(device).train()
     model.set_hat_phase(True)
+    if teacher is not None:
+        model.set_teacher(teacher)
 
     class _Identity(torch.nn.Module):  # inputs are already "preprocessed"
         def forward(self, data, training=False):
@@ -244,6 +254,45 @@ def build_model(model_cfg, device, state_dict=None):
 
     model.data_preprocessor = _Identity()
     return model
+
+
+def build_teacher(model_cfg, device):
+    """A distillation model's teacher, built from its config with random weights (the
+    benchmark times its forwards and needs no checkpoint); None without distillation."""
+    teacher_cfg = model_cfg.get('teacher') or {}
+    loss_cfg = model_cfg.get('distillation_loss') or {}
+    if not teacher_cfg or loss_cfg.get('distillation_type', 'none') == 'none':
+        return None
+    if teacher_cfg.get('model') is not None:
+        cfg = teacher_cfg['model']
+    else:
+        cfg = Config.fromfile(teacher_cfg['config']).model
+    with quiet_logs():
+        teacher = MODELS.build(copy.deepcopy(cfg))
+    return teacher.to(device)
+
+
+def input_size(cfg, given=None) -> int:
+    """The side of the training input: ``--img-size``, the backbone's ``img_size``, the
+    config's ``img_size`` (timm models such as VOLO), else 224."""
+    return (given or (cfg.model.get('backbone') or {}).get('img_size') or cfg.get('img_size')
+            or 224)
+
+
+def benchmark_samples(model, labels, y, img, generator):
+    """Data samples as the config's data preprocessor leaves them for the training loss:
+    ``gt_label`` and ``gt_score`` (soft targets), and for token labeling (VOLO) the
+    class-token and dense ``[N, C]`` token targets."""
+    samples = [DataSample().set_gt_label(int(i)).set_gt_score(y[j])
+               for j, i in enumerate(labels)]
+    if hasattr(model, 'token_label_losses'):
+        grid_h, grid_w = model.token_grid(img, img)
+        dense = torch.softmax(torch.randn(len(samples), grid_h * grid_w, y.shape[1],
+                                          generator=generator), -1)
+        for j, sample in enumerate(samples):
+            sample.set_field(y[j], 'token_label_cls')
+            sample.set_field(dense[j], 'token_label_dense')
+    return samples
 
 
 def main(argv=None):
@@ -266,8 +315,7 @@ def main(argv=None):
 
     device = args.device
     bs = args.batch_size or (128 if device.startswith('cuda') else 16)
-    img = args.img_size or cfg.model.backbone.get('img_size', 224)
-    num_classes = cfg.model.head.num_classes
+    img = input_size(cfg, args.img_size)
     dtype = {'fp16': torch.float16, 'bf16': torch.bfloat16, None: None}[args.amp]
     wrapper_cfg = copy.deepcopy(cfg.optim_wrapper)
     if args.amp:
@@ -275,18 +323,21 @@ def main(argv=None):
                            else 'bfloat16', loss_scale='dynamic')
 
     torch.manual_seed(0)
-    model = build_model(stock_cfg, device)
+    teacher = build_teacher(cfg.model, device)
+    model = build_model(stock_cfg, device, teacher=teacher)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     hat = model.hat
     flops_fwd = forward_flops_per_image(model, img, device)
+    teacher_flops = 0.0 if teacher is None else forward_flops_per_image(teacher, img, device)
     peak_tflops = args.peak_tflops or matmul_peak_tflops(device, dtype)
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(bs, 3, img, img, generator=g).to(device)
+    with torch.no_grad():
+        num_classes = model.hat_kl_logits(model(x[:2], mode='tensor')).shape[-1]
     labels = torch.randint(0, num_classes, (bs, ), generator=g)
-    y = F.one_hot(labels, num_classes).float().to(device)
-    samples = [DataSample().set_gt_label(int(i)).set_gt_score(y[j].cpu()).to(device)
-               for j, i in enumerate(labels)]
+    y = F.one_hot(labels, num_classes).float()
+    samples = [s.to(device) for s in benchmark_samples(model, labels, y, img, g)]
 
     wanted = [s for s in args.steps.split(',') if s]
     unknown = sorted(set(wanted) - {'plain', 'official', 'hat-mm'})
@@ -294,13 +345,18 @@ def main(argv=None):
         raise SystemExit(f'--steps: unknown step(s) {unknown}; use plain, official, hat-mm')
     print(f'{args.config}: batch {bs}, {img}x{img}, device {device}, amp {args.amp}, '
           f'K={hat.adv_iters}, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M '
-          f'params, {flops_fwd / 1e9:.2f} GFLOP/image forward, matmul peak '
+          f'params, {flops_fwd / 1e9:.2f} GFLOP/image forward'
+          + (f' + teacher {teacher_flops / 1e9:.2f}' if teacher is not None else '')
+          + ', matmul peak '
           f'{peak_tflops:.1f} TFLOP/s{" (given)" if args.peak_tflops else " (measured)"}')
     optimizer = {k: wrapper_cfg.optimizer[k] for k in ('type', 'fused', 'foreach')
                  if k in wrapper_cfg.optimizer}
     print(f'hat-mm fast paths: {fast_paths or "none"}; optimizer {optimizer}')
-    step_flops = {'plain': 3 * flops_fwd, 'official': (1 + 3 * hat.adv_iters) * flops_fwd,
-                  'hat-mm': (1 + 3 * hat.adv_iters) * flops_fwd}
+    # a teacher runs one forward per loss: once in a plain step, K times in a HAT step
+    K = hat.adv_iters
+    step_flops = {'plain': 3 * flops_fwd + teacher_flops,
+                  'official': (1 + 3 * K) * flops_fwd + K * teacher_flops,
+                  'hat-mm': (1 + 3 * K) * flops_fwd + K * teacher_flops}
     results = {}
 
     def record(name, fn):
@@ -315,19 +371,25 @@ def main(argv=None):
     with quiet_logs():
         optim_wrapper = build_optim_wrapper(model, copy.deepcopy(wrapper_cfg))
 
+    def context():
+        return optim_wrapper.optim_context(model)
+
+    def loss_fn(output, inputs):  # the model's own training loss (CE_k)
+        return model.hat_classification_loss(output, samples, inputs, context)['loss']
+
     def plain():
-        with optim_wrapper.optim_context(model):
-            losses = model.head._get_loss(model(x, mode='tensor').float(), samples) \
-                if hasattr(model, 'head') else model._get_loss(model(x, mode='tensor'),
-                                                                samples)
-        optim_wrapper.update_params(losses['loss'])
+        with context():
+            output = model(x, mode='tensor', **model.hat_forward_kwargs(x))
+        optim_wrapper.update_params(loss_fn(output, x))
 
     scaler = torch.amp.GradScaler(device.split(':')[0], enabled=args.amp == 'fp16')
 
     def official():
-        official_style_step(model, optim_wrapper.optimizer, scaler, x, y, hat.adv_iters,
-                            hat.adv_eps, hat.adv_lr, hat.adv_kl_weight, hat.adv_ce_weight,
-                            dtype, clip_grad=(wrapper_cfg.get('clip_grad') or {}).get('max_norm'))
+        official_style_step(model, optim_wrapper.optimizer, scaler, x, loss_fn,
+                            model.hat_kl_logits, K, hat.adv_eps, hat.adv_lr,
+                            hat.adv_kl_weight, hat.adv_ce_weight, dtype,
+                            model.hat_forward_kwargs(x),
+                            clip_grad=(wrapper_cfg.get('clip_grad') or {}).get('max_norm'))
 
     for name, fn in (('plain', plain), ('official', official)):
         if name in wanted:
@@ -339,7 +401,7 @@ def main(argv=None):
 
     # hat-mm: the model as configured, from the same weights
     if 'hat-mm' in wanted:
-        model = build_model(cfg.model, device, state)
+        model = build_model(cfg.model, device, state, teacher=teacher)
         with quiet_logs():
             optim_wrapper = build_optim_wrapper(model, copy.deepcopy(wrapper_cfg))
         if cfg.model.get('channels_last'):
@@ -368,6 +430,7 @@ def main(argv=None):
                       amp=args.amp, batch_size=bs, img_size=img, adv_iters=hat.adv_iters,
                       fast_paths=fast_paths, optimizer=optimizer,
                       forward_gflop_per_image=flops_fwd / 1e9,
+                      teacher_gflop_per_image=teacher_flops / 1e9,
                       peak_tflops=peak_tflops, steps=results)
         with open(args.out, 'w') as f:
             json.dump(report, f, indent=2, default=str)
