@@ -43,9 +43,10 @@ def test_benchmark_tables_collect_the_runs(tmp_path):
     import json
 
     from tools.analysis.benchmark_tables import main as tables_main
-    text = tables_main(['--configs', DEMO_CONFIG, '--amp', 'none', '--device', 'cpu',
-                        '--batch-size', '4', '--iters', '2', '--warmup', '1',
-                        '--variants', 'eager', '--out-dir', str(tmp_path)])
+    text, ok = tables_main(['--configs', DEMO_CONFIG, '--amp', 'none', '--device', 'cpu',
+                            '--batch-size', '4', '--iters', '2', '--warmup', '1',
+                            '--variants', 'eager', '--out-dir', str(tmp_path)])
+    assert ok
     report = json.loads((tmp_path / 'hat_vit_digits_eager.json').read_text())
     assert set(report['steps']) == {'plain', 'official', 'hat-mm'}
     rows = [line for line in text.splitlines() if line.startswith('| ')][1:]
@@ -54,6 +55,28 @@ def test_benchmark_tables_collect_the_runs(tmp_path):
     ours = report['steps']['hat-mm']
     assert f"| {ours['img_per_s']:.0f} | {1e3 * ours['sec']:.1f} |" in rows[2]
     assert (tmp_path / 'tables.md').read_text() == text
+
+
+def test_benchmark_tables_go_on_past_a_failed_run_and_stop_when_told(tmp_path, monkeypatch,
+                                                                    capsys):
+    from tools.analysis import benchmark_tables
+    monkeypatch.setattr(benchmark_tables, 'variants_for', lambda config: {
+        'eager': [], 'broken': ['--cfg-options', 'model.no_such_option=1'],
+        'channels-last': ['--channels-last']})
+    common = ['--configs', DEMO_CONFIG, '--amp', 'none', '--device', 'cpu', '--batch-size',
+              '2', '--iters', '1', '--warmup', '1']
+    text, ok = benchmark_tables.main(common + ['--out-dir', str(tmp_path / 'a')])
+    assert not ok and 'failed runs: hat_vit_digits.py (broken)' in capsys.readouterr().out
+    rows = [r.split(' | ')[:2] for r in text.splitlines() if r.startswith('| hat-mm')]
+    assert rows[0] == ['| hat-mm HAT (eager)', rows[0][1]] and float(rows[0][1]) > 0
+    assert rows[1] == ['| hat-mm HAT (broken)', 'failed (exit 1), see hat_vit_digits_broken.log']
+    assert rows[2][0] == '| hat-mm HAT (channels-last)' and float(rows[2][1]) > 0  # went on
+    assert 'no_such_option' in (tmp_path / 'a' / 'hat_vit_digits_broken.log').read_text()
+    assert (tmp_path / 'a' / 'tables.md').read_text() == text
+
+    text, ok = benchmark_tables.main(common + ['--out-dir', str(tmp_path / 'b'),
+                                               '--stop-after', '0'])
+    assert ok and text.count('not run (--stop-after 0 s)') == 3
 
 
 def test_profile_counts_host_syncs_and_ranks_operators(tmp_path):

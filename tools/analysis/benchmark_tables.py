@@ -3,13 +3,17 @@
 
     python tools/analysis/benchmark_tables.py [--configs configs/hat_swin_t.py configs/hat_vit_b.py]
         [--amp bf16] [--batch-size 128] [--iters 20] [--out-dir work_dirs/benchmark]
+        [--variants eager,compile,...] [--stop-after SECONDS]
 
 For each config, ``benchmark_hat.py`` runs once with all three steps on the stock model and
 hat-mm's step as configured, then once per speed option with hat-mm's step only:
 ``compile``, ``fused-adamw`` (``AdamW(fused=True)``), ``channels-last``, for Swin configs
 ``fused`` (``fused_window_attention``) and ``fused+compile``, and ``all`` of them together. Each run is
-a separate process (its own compile caches and memory). The JSON of every run is kept in
-``--out-dir``; the tables are printed in Markdown and written to ``tables.md`` there.
+a separate process (its own compile caches and memory). The JSON and the output of every run
+are kept in ``--out-dir``; the tables are printed in Markdown and written to ``tables.md``
+there, again after every run, so an interrupted job keeps what it measured. A run that fails
+is a row saying so (the others go on; the exit status is then 1). ``--stop-after SECONDS``
+starts no run after that many seconds (for a time-limited job): the rows not run say so.
 """
 import argparse
 import json
@@ -17,6 +21,7 @@ import os
 import os.path as osp
 import subprocess
 import sys
+import time
 
 from mmengine.config import Config
 
@@ -36,6 +41,8 @@ def parse_args(argv=None):
                    help='comma-separated subset of eager,compile,fused-adamw,channels-last,'
                    'fused,fused+compile,all (eager always runs)')
     p.add_argument('--out-dir', default='work_dirs/benchmark')
+    p.add_argument('--stop-after', type=float, default=None, metavar='SECONDS',
+                   help='start no run after this many seconds (the rows say "not run")')
     return p.parse_args(argv)
 
 
@@ -56,6 +63,7 @@ def variants_for(config):
 
 
 def run_variant(args, config, name, extra, out):
+    """One benchmark_hat.py process; its JSON report, or ``dict(failed=why)``."""
     cmd = [sys.executable, BENCHMARK, config, '--iters', str(args.iters),
            '--warmup', str(args.warmup), '--out', out] + extra
     if args.amp != 'none':
@@ -67,22 +75,38 @@ def run_variant(args, config, name, extra, out):
     if name != 'eager':
         cmd += ['--steps', 'hat-mm']
     print('+', ' '.join(cmd), flush=True)
+    if osp.exists(out):
+        os.remove(out)
+    start = time.time()
     res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if res.returncode != 0:
+    log = osp.splitext(out)[0] + '.log'
+    with open(log, 'w') as f:
+        f.write(res.stdout)
+    if res.returncode != 0 or not osp.isfile(out):
         print(res.stdout[-3000:])
-        raise SystemExit(f'benchmark of {config} ({name}) failed with exit code '
-                         f'{res.returncode}; its output is above.')
+        print(f'benchmark of {config} ({name}) failed with exit code {res.returncode}; its '
+              f'output is above and in {log}', flush=True)
+        return dict(failed=f'failed (exit {res.returncode}), see {osp.basename(log)}')
     with open(out) as f:
-        return json.load(f)
+        report = json.load(f)
+    print(f'  {name}: done in {time.time() - start:.0f} s', flush=True)
+    return report
 
 
 def table(config, reports):
-    first = reports['eager']
+    first = reports.get('eager', {})
+    if 'steps' not in first:  # the baseline run itself failed or did not run
+        lines = [f'### {osp.basename(config)}', '', '| step | result |', '|---|---|']
+        lines += [f"| hat-mm HAT ({name}) | {r.get('failed', 'done')} |"
+                  for name, r in reports.items()]
+        return '\n'.join(lines)
     official = first['steps'].get('official')
+    teacher = first.get('teacher_gflop_per_image') or 0
     lines = [f"### {osp.basename(config)}: {first['device_name']}, amp {first['amp']}, "
              f"batch {first['batch_size']}, {first['img_size']}x{first['img_size']}, "
              f"K={first['adv_iters']}, {first['forward_gflop_per_image']:.2f} GFLOP/image "
-             f"forward, matmul peak {first['peak_tflops']:.3g} TFLOP/s",
+             'forward' + (f' (teacher: {teacher:.2f} more)' if teacher else '')
+             + f", matmul peak {first['peak_tflops']:.3g} TFLOP/s",
              '',
              '| step | img/s | ms/step | MFU | peak memory (GiB) | speed vs official-style |',
              '|---|---|---|---|---|---|']
@@ -98,8 +122,10 @@ def table(config, reports):
             row({'plain': 'plain step', 'official': 'official-style HAT'}[step],
                 first['steps'][step])
     for name, report in reports.items():
-        if 'hat-mm' in report['steps']:
+        if 'hat-mm' in report.get('steps', {}):
             row(f'hat-mm HAT ({name})', report['steps']['hat-mm'])
+        elif 'failed' in report:
+            lines.append(f"| hat-mm HAT ({name}) | {report['failed']} | | | | |")
     return '\n'.join(lines)
 
 
@@ -107,24 +133,38 @@ def main(argv=None):
     args = parse_args(argv)
     os.makedirs(args.out_dir, exist_ok=True)
     wanted = None if args.variants is None else args.variants.split(',')
-    tables = []
     for config in args.configs:
         if not osp.isfile(config):
             raise SystemExit(f'config not found: {config}')
-        reports = {}
+    start = time.time()
+    done = {}  # config -> {variant: report}
+
+    def write_tables():
+        text = '\n\n'.join(table(c, r) for c, r in done.items()) + '\n'
+        with open(osp.join(args.out_dir, 'tables.md'), 'w') as f:
+            f.write(text)
+        return text
+
+    for config in args.configs:
+        reports = done.setdefault(config, {})
         for name, extra in variants_for(config).items():
             if name != 'eager' and wanted is not None and name not in wanted:
+                continue
+            if args.stop_after is not None and time.time() - start > args.stop_after:
+                reports[name] = dict(failed=f'not run (--stop-after {args.stop_after:g} s)')
                 continue
             out = osp.join(args.out_dir,
                            f"{osp.splitext(osp.basename(config))[0]}_{name}.json")
             reports[name] = run_variant(args, config, name, extra, out)
-        tables.append(table(config, reports))
-    text = '\n\n'.join(tables) + '\n'
+            write_tables()
+    text = write_tables()
     print(text)
-    with open(osp.join(args.out_dir, 'tables.md'), 'w') as f:
-        f.write(text)
-    return text
+    failed = [f'{osp.basename(c)} ({n})' for c, r in done.items() for n, rep in r.items()
+              if rep.get('failed', '').startswith('failed')]
+    if failed:
+        print(f'failed runs: {", ".join(failed)}')
+    return text, not failed
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(0 if main()[1] else 1)
