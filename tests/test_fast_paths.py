@@ -1,5 +1,6 @@
 """Fast paths compute the same HAT update as the plain path (CPU, fp32)."""
 import copy
+import logging
 import re
 
 import pytest
@@ -104,6 +105,44 @@ def test_compile_gives_the_same_hat_update_and_does_not_recompile_every_step():
     torch._dynamo.reset()
 
 
+def test_compile_for_other_devices_runs_eager_with_one_log_line():
+    """``compile=dict(devices=['cuda'])`` on CPU: nothing compiled, one line said, the plain
+    update; ``devices=['cpu']`` compiles at the first step."""
+    from mmengine.logging import MMLogger
+    logger = MMLogger.get_instance('test_compile_devices', log_level='INFO')
+    said = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            said.append(record.getMessage())
+
+    handler = Collect()
+    logger.addHandler(handler)
+    try:
+        gpu_only = _tiny_vit(compile=dict(devices=['cuda'], mode='max-autotune'))
+        assert gpu_only._hat_compile_pending is not None and not gpu_only.hat_compiled
+        updates = _hat_updates(gpu_only, steps=2)
+        gpu_only.eval()
+        gpu_only.val_step(random_batch(seed=5))
+    finally:
+        logger.removeHandler(handler)
+    lines = [m for m in said if 'model.compile' in m]
+    assert lines == ["model.compile is set for ['cuda']: this run is on cpu, so the model "
+                     'runs eager (not compiled).']
+    assert not gpu_only.hat_compiled
+    assert all(getattr(m, '_compiled_call_impl', None) is None
+               for m in gpu_only.hat_compile_modules())
+    _assert_same_updates(updates, _hat_updates(_tiny_vit(), steps=2), rtol=0, atol=0)
+
+    torch._dynamo.reset()
+    cpu = _tiny_vit(compile=dict(devices='cpu', backend='aot_eager'))
+    assert not cpu.hat_compiled  # decided at the first step
+    _hat_updates(cpu, steps=1)
+    assert cpu.hat_compiled and cpu._hat_compile_pending is None
+    assert all(m._compiled_call_impl is not None for m in cpu.hat_compile_modules())
+    torch._dynamo.reset()
+
+
 def test_channels_last_gives_the_same_hat_update():
     plain, fast = _tiny_vit(), _tiny_vit(channels_last=True)
     conv = fast.backbone.patch_embed.projection.weight
@@ -114,6 +153,8 @@ def test_channels_last_gives_the_same_hat_update():
 @pytest.mark.parametrize('value, message', [
     (dict(mode='max-autotune', bakend='inductor'), "unknown torch.compile argument(s) ['bakend']"),
     ('yes', 'expected True/False or a dict'),
+    (dict(devices=['gpu']), "model.compile.devices=['gpu']: give device types"),
+    (dict(devices=[]), 'model.compile.devices=[]: give device types'),
 ])
 def test_bad_compile_option_is_refused_when_the_model_is_built(value, message):
     with pytest.raises((ValueError, TypeError), match=re.escape(message)):

@@ -13,6 +13,12 @@ last pass whose input does not. So each module compiles three graphs in the firs
 (one more for validation, and once more with a dynamic batch size when a smaller last batch
 comes), and none in later iterations; ``tests/test_fast_paths.py`` counts them.
 
+``devices`` (a key of hat-mm's, not of ``torch.compile``) restricts compiling to the device
+types a run trains on, e.g. ``compile=dict(devices=['cuda'])``: a config can turn compiling
+on for GPU runs and still run eager on CPU (a demo, the tests), where inductor's compile time
+rarely pays. The decision is taken at the model's first forward, when its device is known;
+a run on another device logs one line and runs eager.
+
 mmpretrain's ViT builds its ``DropPath`` layers with numpy ``drop_prob`` values, on which
 dynamo breaks the graph (it traces ``drop_prob == 0`` as a data-dependent branch); they are
 turned into Python floats first.
@@ -24,22 +30,34 @@ import numpy as np
 import torch
 
 COMPILE_ARGS = sorted(n for n in inspect.signature(torch.compile).parameters if n != 'model')
+DEVICE_TYPES = ('cpu', 'cuda', 'xpu', 'mps', 'hpu', 'npu', 'mlu', 'musa')
 
 
 def compile_kwargs(value: Union[None, bool, dict]) -> Union[None, dict]:
-    """``model.compile`` as ``torch.compile`` keyword arguments (None: do not compile)."""
+    """``model.compile`` as ``torch.compile`` keyword arguments (None: do not compile), plus
+    ``devices`` (a tuple of device types) when the config restricts it."""
     if value is None or value is False:
         return None
     if value is True:
         return {}
     if not isinstance(value, dict):
         raise TypeError(f'model.compile={value!r}: expected True/False or a dict of '
-                        f'torch.compile arguments ({COMPILE_ARGS}).')
-    unknown = sorted(set(value) - set(COMPILE_ARGS))
+                        f'torch.compile arguments ({COMPILE_ARGS}) and devices.')
+    unknown = sorted(set(value) - set(COMPILE_ARGS) - {'devices'})
     if unknown:
         raise ValueError(f'model.compile has unknown torch.compile argument(s) {unknown}; '
-                         f'valid ones are {COMPILE_ARGS}.')
-    return dict(value)
+                         f'valid ones are {COMPILE_ARGS}, and devices (the device types to '
+                         'compile on).')
+    kwargs = dict(value)
+    if 'devices' in kwargs:
+        devices = kwargs['devices']
+        devices = (devices, ) if isinstance(devices, str) else tuple(devices or ())
+        bad = [d for d in devices if d not in DEVICE_TYPES]
+        if not devices or bad:
+            raise ValueError(f'model.compile.devices={value["devices"]!r}: give device types '
+                             f'to compile on, of {list(DEVICE_TYPES)}, e.g. [\'cuda\'].')
+        kwargs['devices'] = devices
+    return kwargs
 
 
 def python_float_drop_probs(model: torch.nn.Module) -> int:

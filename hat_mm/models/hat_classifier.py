@@ -12,6 +12,7 @@ import warnings
 from typing import Callable, Dict, List, Optional, Union
 
 import torch
+from mmengine.logging import print_log
 from mmengine.optim import OptimWrapper
 from mmpretrain.models import ImageClassifier, TimmClassifier
 from mmpretrain.registry import MODELS
@@ -34,7 +35,8 @@ class HATClassifierMixin:
         kl_loss (dict): the symmetric-KL loss of the update, default
             ``dict(type='SymmetricKLLoss')`` (weighted by ``hat.adv_kl_weight``).
         compile (bool | dict): ``torch.compile`` the modules of :meth:`hat_compile_modules`
-            (True, or a dict of ``torch.compile`` arguments); see
+            (True, or a dict of ``torch.compile`` arguments, and ``devices``: the device
+            types to compile on, eager elsewhere with one log line); see
             :mod:`hat_mm.models.compile`. Default None (eager).
         channels_last (bool): keep 4-D weights and the training inputs in channels-last
             memory format. Default False.
@@ -55,9 +57,35 @@ class HATClassifierMixin:
         if channels_last:
             self.to(memory_format=torch.channels_last)
         compile_cfg = compile_kwargs(compile)
-        self.hat_compiled = compile_cfg is not None
-        if self.hat_compiled:
-            compile_modules(self, self.hat_compile_modules(), compile_cfg)
+        self.hat_compiled = False
+        self._hat_compile_pending = None  # (torch.compile kwargs, device types)
+        if compile_cfg is not None:
+            devices = compile_cfg.pop('devices', None)
+            if devices is None:
+                self._hat_compile(compile_cfg)
+            else:  # decided at the first forward, on the device the model runs on
+                self._hat_compile_pending = (compile_cfg, devices)
+
+    def _hat_compile(self, kwargs: dict) -> None:
+        compile_modules(self, self.hat_compile_modules(), kwargs)
+        self.hat_compiled = True
+
+    def _hat_resolve_compile(self, device: torch.device) -> None:
+        """Compile now if ``model.compile.devices`` has ``device``'s type, else log once and
+        stay eager."""
+        kwargs, devices = self._hat_compile_pending
+        self._hat_compile_pending = None
+        if device.type in devices:
+            self._hat_compile(kwargs)
+        else:
+            print_log(f'model.compile is set for {list(devices)}: this run is on '
+                      f'{device.type}, so the model runs eager (not compiled).',
+                      logger='current')
+
+    def forward(self, inputs, *args, **kwargs):
+        if self._hat_compile_pending is not None and isinstance(inputs, torch.Tensor):
+            self._hat_resolve_compile(inputs.device)
+        return super().forward(inputs, *args, **kwargs)
 
     def hat_compile_modules(self) -> List[torch.nn.Module]:
         """The submodules that ``compile`` compiles: those the forward calls."""
@@ -111,11 +139,13 @@ class HATClassifierMixin:
                           'not end at hat.adv_epochs. Use the overlay configs/_base_/hat.py '
                           "(runner_type='HATRunner' adds the hook) or add "
                           "custom_hooks=[dict(type='HATPhaseHook')].")
-        if self.hat_compiled:  # a new iteration for CUDA graphs (mode='reduce-overhead')
-            torch.compiler.cudagraph_mark_step_begin()
         with optim_wrapper.optim_context(runner_model):
             data = self.data_preprocessor(data, True)
         inputs, data_samples = data['inputs'], data['data_samples']
+        if self._hat_compile_pending is not None:
+            self._hat_resolve_compile(inputs.device)
+        if self.hat_compiled:  # a new iteration for CUDA graphs (mode='reduce-overhead')
+            torch.compiler.cudagraph_mark_step_begin()
         if self.hat_channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
 
