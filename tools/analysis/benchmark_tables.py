@@ -3,7 +3,7 @@
 
     python tools/analysis/benchmark_tables.py [--configs configs/hat_swin_t.py configs/hat_vit_b.py]
         [--amp bf16] [--batch-size 128] [--iters 20] [--out-dir work_dirs/benchmark]
-        [--variants eager,compile,...] [--stop-after SECONDS]
+        [--variants eager,compile,...] [--stop-after SECONDS] [--tabulate-only]
 
 For each config, ``benchmark_hat.py`` runs once with all three steps on the stock model and
 hat-mm's step as configured, then once per speed option with hat-mm's step only:
@@ -14,6 +14,8 @@ are kept in ``--out-dir``; the tables are printed in Markdown and written to ``t
 there, again after every run, so an interrupted job keeps what it measured. A run that fails
 is a row saying so (the others go on; the exit status is then 1). ``--stop-after SECONDS``
 starts no run after that many seconds (for a time-limited job): the rows not run say so.
+``--tabulate-only`` runs nothing and makes the tables of the configs from the JSON already in
+``--out-dir`` (runs made piecewise, e.g. one variant at a time, in one folder).
 """
 import argparse
 import json
@@ -43,6 +45,8 @@ def parse_args(argv=None):
     p.add_argument('--out-dir', default='work_dirs/benchmark')
     p.add_argument('--stop-after', type=float, default=None, metavar='SECONDS',
                    help='start no run after this many seconds (the rows say "not run")')
+    p.add_argument('--tabulate-only', action='store_true',
+                   help='run nothing: tables from the JSON already in --out-dir')
     return p.parse_args(argv)
 
 
@@ -148,13 +152,18 @@ def main(argv=None):
     for config in args.configs:
         reports = done.setdefault(config, {})
         for name, extra in variants_for(config).items():
+            out = osp.join(args.out_dir,
+                           f"{osp.splitext(osp.basename(config))[0]}_{name}.json")
+            if args.tabulate_only:
+                if osp.isfile(out):
+                    with open(out) as f:
+                        reports[name] = json.load(f)
+                continue
             if name != 'eager' and wanted is not None and name not in wanted:
                 continue
             if args.stop_after is not None and time.time() - start > args.stop_after:
                 reports[name] = dict(failed=f'not run (--stop-after {args.stop_after:g} s)')
                 continue
-            out = osp.join(args.out_dir,
-                           f"{osp.splitext(osp.basename(config))[0]}_{name}.json")
             reports[name] = run_variant(args, config, name, extra, out)
             write_tables()
     text = write_tables()
