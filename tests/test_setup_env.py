@@ -185,6 +185,24 @@ def test_pip_toolkit_gets_the_unversioned_cudart_link(tmp_path):
         mv.pip_cuda_home(str(tmp_path), '12.8')
 
 
+def test_pip_toolkit_finds_the_runtime_of_a_system_torch(tmp_path):
+    """HAT_MM_SYSTEM_TORCH=1: the toolkit is installed into the environment, the runtime
+    (libcudart.so.13) is in torch's own site-packages, found through sys.path."""
+    env, system = tmp_path / 'env', tmp_path / 'system'
+    home = env / 'nvidia' / 'cu13'
+    (home / 'bin').mkdir(parents=True)
+    (home / 'lib').mkdir()
+    (home / 'bin' / 'nvcc').write_text('')
+    with pytest.raises(mv.SetupError, match='no libcudart.so.N'):
+        mv.pip_cuda_home(str(env), '13.0', [str(tmp_path / 'elsewhere')])
+    runtime = system / 'nvidia' / 'cu13' / 'lib'
+    runtime.mkdir(parents=True)
+    (runtime / 'libcudart.so.13').write_text('')
+    assert mv.pip_cuda_home(str(env), '13.0', [str(env), str(system)]) == str(home)
+    assert os.readlink(home / 'lib' / 'libcudart.so') == str(runtime / 'libcudart.so.13')
+    assert os.path.exists(home / 'lib' / 'libcudart.so')
+
+
 # ------------------------------------------------------------------ the script itself
 
 FAKE_PYTHON = r'''#!/usr/bin/env bash

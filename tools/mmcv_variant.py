@@ -254,19 +254,32 @@ def wheel_requires(wheel):
             if line.startswith('Requires-Dist:')]
 
 
-def pip_cuda_home(site_packages, torch_cuda):
+def pip_cuda_home(site_packages, torch_cuda, search_paths=()):
     """CUDA_HOME of the index's toolkit (``site-packages/nvidia/cu<major>``), with the
-    unversioned ``libcudart.so`` link that linking mmcv's extension needs."""
-    home = osp.join(site_packages, 'nvidia', 'cu' + torch_cuda.split('.')[0])
+    unversioned ``libcudart.so`` link that linking mmcv's extension needs. The runtime comes
+    with torch, so with a system torch (HAT_MM_SYSTEM_TORCH=1) it is in torch's site-packages,
+    not the environment's: ``search_paths`` (``sys.path``) are looked through for it too."""
+    major = 'cu' + torch_cuda.split('.')[0]
+    home = osp.join(site_packages, 'nvidia', major)
     if not osp.exists(osp.join(home, 'bin', 'nvcc')):
         raise SetupError(f"{home}/bin/nvcc missing after installing the index's CUDA toolkit")
     lib = osp.join(home, 'lib')
     link = osp.join(lib, 'libcudart.so')
     if not osp.exists(link):
-        versioned = sorted(f for f in os.listdir(lib) if re.fullmatch(r'libcudart\.so\.\d+', f))
-        if not versioned:
-            raise SetupError(f'no libcudart.so.N in {lib}')
-        os.symlink(versioned[-1], link)
+        where = [lib] + [osp.join(p, 'nvidia', sub, 'lib') for p in search_paths
+                         for sub in (major, 'cuda_runtime')]
+        for folder in where:
+            versioned = sorted(f for f in os.listdir(folder) if re.fullmatch(
+                r'libcudart\.so\.\d+', f)) if osp.isdir(folder) else []
+            if versioned:
+                target = versioned[-1] if folder == lib else osp.join(folder, versioned[-1])
+                if osp.lexists(link):  # a dangling link of an earlier set-up
+                    os.remove(link)
+                os.symlink(target, link)
+                break
+        else:
+            raise SetupError(f'no libcudart.so.N in {lib} nor in the nvidia/{major}/lib of '
+                             "torch's site-packages: is torch a CUDA build?")
     return home
 
 
@@ -359,7 +372,7 @@ def _cli(argv):
         print(toolkit_requirement(reqs, cuda))
     elif a.cmd == 'pip-cuda-home':
         import sysconfig
-        print(pip_cuda_home(sysconfig.get_paths()['purelib'], torch_facts()[1]))
+        print(pip_cuda_home(sysconfig.get_paths()['purelib'], torch_facts()[1], sys.path))
     elif a.cmd == 'find-wheel':
         print(compatible_wheel(a.folder, a.name, a.version) or '')
     elif a.cmd == 'wheel-kind':
