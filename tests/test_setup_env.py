@@ -208,7 +208,7 @@ def test_pip_toolkit_finds_the_runtime_of_a_system_torch(tmp_path):
 FAKE_PYTHON = r'''#!/usr/bin/env bash
 # The environment's python for the test: pip calls are logged (a build leaves a wheel).
 if [[ "$1" == "-m" && "$2" == "pip" ]]; then
-  echo "PIP CVD=${CUDA_VISIBLE_DEVICES-unset} FORCE_CUDA=${FORCE_CUDA-unset} ARCH=${TORCH_CUDA_ARCH_LIST-unset} CUDA_HOME=${CUDA_HOME-unset} :: ${*:3}" >> "$FAKE_LOG"
+  echo "PIP CVD=${CUDA_VISIBLE_DEVICES-unset} FORCE_CUDA=${FORCE_CUDA-unset} ARCH=${TORCH_CUDA_ARCH_LIST-unset} CUDA_HOME=${CUDA_HOME-unset} LDFLAGS=${LDFLAGS-unset} :: ${*:3}" >> "$FAKE_LOG"
   args=("${@:3}")
   for ((i = 0; i < ${#args[@]}; i++)); do
     case "${args[i]}" in
@@ -282,6 +282,7 @@ def test_setup_variants_cache_and_stamp(tmp_path):
     assert 'has CUDA code for unknown architectures' in r.stderr
     builds = env.pip_lines('wheel')
     assert len(builds) == 1 and 'CVD= FORCE_CUDA=0' in builds[0] and '--no-binary mmcv' in builds[0]
+    assert 'LDFLAGS=-Wl,--strip-debug ::' in builds[0]  # a small extension
     cached = env.cache / 'wheels' / cpu_key / osp.basename(env.built)
     assert cached.exists()
     assert any(str(cached) in line for line in env.pip_lines('--force-reinstall'))

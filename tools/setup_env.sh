@@ -175,7 +175,8 @@ build_mmcv() {
   log "building mmcv $MMCV_VER ($KEY) against torch $TORCH_VER (CPU ops: about 9 minutes on 2 cores; CUDA ops: about 70 core-minutes per architecture) ..."
   "${PIP[@]}" -q -c "$CONSTRAINTS" addict yapf  # so the wheel's metadata is as before
   install_mmengine
-  local env=(MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}")
+  # without debug information: the extension is 2 MB instead of 83 MB (CPU ops)
+  local env=(MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" LDFLAGS="${LDFLAGS:+$LDFLAGS }-Wl,--strip-debug")
   if [[ "$MMCV_CUDA" == 1 ]]; then
     env+=(FORCE_CUDA=1 CUDA_HOME="$CUDA_HOME_FOUND" TORCH_CUDA_ARCH_LIST="$ARCH" PATH="$CUDA_HOME_FOUND/bin:$PATH")
   else
