@@ -185,22 +185,33 @@ def test_pip_toolkit_gets_the_unversioned_cudart_link(tmp_path):
         mv.pip_cuda_home(str(tmp_path), '12.8')
 
 
-def test_pip_toolkit_finds_the_runtime_of_a_system_torch(tmp_path):
+def test_pip_toolkit_gets_the_runtime_of_a_system_torch(tmp_path):
     """HAT_MM_SYSTEM_TORCH=1: the toolkit is installed into the environment, the runtime
-    (libcudart.so.13) is in torch's own site-packages, found through sys.path."""
+    (cuda_runtime.h, libcudart.so.13) is in torch's own site-packages, found through sys.path
+    and linked into the toolkit's tree where it lacks them."""
     env, system = tmp_path / 'env', tmp_path / 'system'
     home = env / 'nvidia' / 'cu13'
-    (home / 'bin').mkdir(parents=True)
-    (home / 'lib').mkdir()
+    for folder in ('bin', 'lib', 'include/crt'):
+        (home / folder).mkdir(parents=True)
     (home / 'bin' / 'nvcc').write_text('')
+    (home / 'include' / 'crt' / 'host_config.h').write_text('toolkit')
     with pytest.raises(mv.SetupError, match='no libcudart.so.N'):
         mv.pip_cuda_home(str(env), '13.0', [str(tmp_path / 'elsewhere')])
-    runtime = system / 'nvidia' / 'cu13' / 'lib'
-    runtime.mkdir(parents=True)
-    (runtime / 'libcudart.so.13').write_text('')
+    runtime = system / 'nvidia' / 'cu13'
+    for folder in ('lib', 'include/crt', 'include/cooperative_groups'):
+        (runtime / folder).mkdir(parents=True)
+    (runtime / 'lib' / 'libcudart.so.13').write_text('')
+    (runtime / 'include' / 'cuda_runtime.h').write_text('runtime')
+    (runtime / 'include' / 'crt' / 'host_config.h').write_text('runtime copy')
+    (runtime / 'include' / 'crt' / 'host_defines.h').write_text('runtime')
     assert mv.pip_cuda_home(str(env), '13.0', [str(env), str(system)]) == str(home)
-    assert os.readlink(home / 'lib' / 'libcudart.so') == str(runtime / 'libcudart.so.13')
-    assert os.path.exists(home / 'lib' / 'libcudart.so')
+    assert (home / 'include' / 'cuda_runtime.h').read_text() == 'runtime'
+    assert (home / 'include' / 'crt' / 'host_defines.h').read_text() == 'runtime'
+    assert (home / 'include' / 'crt' / 'host_config.h').read_text() == 'toolkit'  # kept
+    assert (home / 'include' / 'cooperative_groups').is_dir()
+    assert os.readlink(home / 'lib' / 'libcudart.so') == 'libcudart.so.13'
+    assert (home / 'lib' / 'libcudart.so').exists()  # resolves into torch's runtime
+    assert mv.pip_cuda_home(str(env), '13.0', [str(env), str(system)]) == str(home)  # again
 
 
 # ------------------------------------------------------------------ the script itself

@@ -254,32 +254,47 @@ def wheel_requires(wheel):
             if line.startswith('Requires-Dist:')]
 
 
+def link_missing(src, dst):
+    """Symlink into folder ``dst`` every entry of folder ``src`` it lacks (recursing into
+    folders both have); returns how many links were made."""
+    made = 0
+    for name in os.listdir(src):
+        s, d = osp.join(src, name), osp.join(dst, name)
+        if not osp.lexists(d):
+            os.symlink(s, d)
+            made += 1
+        elif osp.isdir(s) and osp.isdir(d) and not osp.islink(d):
+            made += link_missing(s, d)
+    return made
+
+
 def pip_cuda_home(site_packages, torch_cuda, search_paths=()):
     """CUDA_HOME of the index's toolkit (``site-packages/nvidia/cu<major>``), with the
-    unversioned ``libcudart.so`` link that linking mmcv's extension needs. The runtime comes
-    with torch, so with a system torch (HAT_MM_SYSTEM_TORCH=1) it is in torch's site-packages,
-    not the environment's: ``search_paths`` (``sys.path``) are looked through for it too."""
+    unversioned ``libcudart.so`` link that linking mmcv's extension needs.
+
+    The CUDA runtime (``cuda_runtime.h``, ``libcudart``) comes with torch. With a system torch
+    (HAT_MM_SYSTEM_TORCH=1) it is in torch's site-packages, not in the environment's where the
+    toolkit went, so the ``nvidia/cu<major>`` trees found on ``search_paths`` (``sys.path``)
+    are linked into the toolkit's, entry by entry where it lacks them."""
     major = 'cu' + torch_cuda.split('.')[0]
     home = osp.join(site_packages, 'nvidia', major)
     if not osp.exists(osp.join(home, 'bin', 'nvcc')):
         raise SetupError(f"{home}/bin/nvcc missing after installing the index's CUDA toolkit")
+    for path in search_paths:
+        other = osp.join(path, 'nvidia', major)
+        if osp.isdir(other) and osp.realpath(other) != osp.realpath(home):
+            link_missing(other, home)
     lib = osp.join(home, 'lib')
     link = osp.join(lib, 'libcudart.so')
     if not osp.exists(link):
-        where = [lib] + [osp.join(p, 'nvidia', sub, 'lib') for p in search_paths
-                         for sub in (major, 'cuda_runtime')]
-        for folder in where:
-            versioned = sorted(f for f in os.listdir(folder) if re.fullmatch(
-                r'libcudart\.so\.\d+', f)) if osp.isdir(folder) else []
-            if versioned:
-                target = versioned[-1] if folder == lib else osp.join(folder, versioned[-1])
-                if osp.lexists(link):  # a dangling link of an earlier set-up
-                    os.remove(link)
-                os.symlink(target, link)
-                break
-        else:
+        versioned = sorted(f for f in os.listdir(lib) if re.fullmatch(r'libcudart\.so\.\d+', f)) \
+            if osp.isdir(lib) else []
+        if not versioned:
             raise SetupError(f'no libcudart.so.N in {lib} nor in the nvidia/{major}/lib of '
                              "torch's site-packages: is torch a CUDA build?")
+        if osp.lexists(link):  # a dangling link of an earlier set-up
+            os.remove(link)
+        os.symlink(versioned[-1], link)
     return home
 
 
