@@ -172,7 +172,7 @@ WHEELS="$CACHE/wheels/$KEY"
 MMCV_VER="$(grep -E '^mmcv==' "$ROOT/requirements.txt" | cut -d= -f3)"
 
 build_mmcv() {
-  log "building mmcv $MMCV_VER ($KEY) against torch $TORCH_VER (CPU ops: about 9 minutes on 2 cores; CUDA ops: about 70 core-minutes per architecture) ..."
+  log "building mmcv $MMCV_VER ($KEY) against torch $TORCH_VER (CPU ops: about 9 minutes on 2 cores; CUDA ops: about 40 core-minutes per architecture) ..."
   "${PIP[@]}" -q -c "$CONSTRAINTS" addict yapf  # so the wheel's metadata is as before
   install_mmengine
   # without debug information: the extension is 2 MB instead of 83 MB (CPU ops)
