@@ -137,8 +137,9 @@ def test_benchmark_tables_measure_every_speed_option(tmp_path):
     from tools.analysis.benchmark_tables import main as tables_main
     from tools.analysis.benchmark_tables import variants_for
     swin, vit = variants_for('configs/hat_swin_t.py'), variants_for(DEMO_CONFIG)
-    assert set(swin) - set(vit) == {'fused', 'fused+compile'}
-    assert set(vit) == {'eager', 'compile', 'fused-adamw', 'channels-last', 'all'}
+    assert set(swin) - set(vit) == {'fused', 'fused+compile', 'fused+cudagraphs'}
+    assert set(vit) == {'eager', 'compile', 'cudagraphs', 'fused-adamw', 'channels-last', 'all'}
+    assert swin['fused+cudagraphs'][:3] == ['--compile', '--compile-mode', 'reduce-overhead']
     assert 'model.fused_window_attention=True' in swin['all']
     tables_main(['--configs', DEMO_CONFIG, '--amp', 'none', '--device', 'cpu',
                  '--batch-size', '4', '--iters', '1', '--warmup', '1',

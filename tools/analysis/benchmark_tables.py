@@ -7,8 +7,10 @@
 
 For each config, ``benchmark_hat.py`` runs once with all three steps on the stock model and
 hat-mm's step as configured, then once per speed option with hat-mm's step only:
-``compile``, ``fused-adamw`` (``AdamW(fused=True)``), ``channels-last``, for Swin configs
-``fused`` (``fused_window_attention``) and ``fused+compile``, and ``all`` of them together. Each run is
+``compile``, ``cudagraphs`` (``torch.compile`` mode ``reduce-overhead``: inductor and CUDA
+graphs), ``fused-adamw`` (``AdamW(fused=True)``), ``channels-last``, for Swin configs ``fused``
+(``fused_window_attention``), ``fused+compile`` and ``fused+cudagraphs``, and ``all`` of them
+together (``compile`` in its default mode). Each run is
 a separate process (its own compile caches and memory). The JSON and the output of every run
 are kept in ``--out-dir``; the tables are printed in Markdown and written to ``tables.md``
 there, again after every run, so an interrupted job keeps what it measured. A run that fails
@@ -40,8 +42,8 @@ def parse_args(argv=None):
     p.add_argument('--warmup', type=int, default=5)
     p.add_argument('--device', default=None)
     p.add_argument('--variants', default=None,
-                   help='comma-separated subset of eager,compile,fused-adamw,channels-last,'
-                   'fused,fused+compile,all; eager (the baseline, all three steps) runs too '
+                   help='comma-separated subset of eager,compile,cudagraphs,fused-adamw,'
+                   'channels-last,fused,fused+compile,fused+cudagraphs,all; eager (the baseline, all three steps) runs too '
                    'unless it is not listed and its JSON from an earlier run is in --out-dir')
     p.add_argument('--out-dir', default='work_dirs/benchmark')
     p.add_argument('--stop-after', type=float, default=None, metavar='SECONDS',
@@ -56,12 +58,14 @@ def variants_for(config):
     cfg = Config.fromfile(config)
     swin = 'Swin' in str(cfg.model.get('backbone', {}).get('type', ''))
     adamw = ['--cfg-options', 'optim_wrapper.optimizer.fused=True']
-    variants = {'eager': [], 'compile': ['--compile'], 'fused-adamw': adamw,
-                'channels-last': ['--channels-last']}
+    graphs = ['--compile', '--compile-mode', 'reduce-overhead']  # inductor + CUDA graphs
+    variants = {'eager': [], 'compile': ['--compile'], 'cudagraphs': graphs,
+                'fused-adamw': adamw, 'channels-last': ['--channels-last']}
     every = ['--compile', '--channels-last'] + adamw
     if swin:
         fused = ['--cfg-options', 'model.fused_window_attention=True']
-        variants.update({'fused': fused, 'fused+compile': ['--compile'] + fused})
+        variants.update({'fused': fused, 'fused+compile': ['--compile'] + fused,
+                         'fused+cudagraphs': graphs + fused})
         every += fused
     variants['all'] = every
     return variants
