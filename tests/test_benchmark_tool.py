@@ -1,5 +1,7 @@
-"""Smoke test of tools/analysis/benchmark_hat.py on CPU (numbers are not asserted: speed is
-measured by the tool, not by tests)."""
+"""The benchmark tools on CPU: the official-style step against hat-mm's update, and the tools
+run and tabulate (speed numbers are measured by the tools, not asserted by tests)."""
+import pytest
+
 from tools.analysis.benchmark_hat import main
 
 from .runner_utils import DEMO_CONFIG
@@ -57,8 +59,8 @@ def test_benchmark_tables_collect_the_runs(tmp_path):
     assert (tmp_path / 'tables.md').read_text() == text
 
 
-def test_benchmark_tables_go_on_past_a_failed_run_and_stop_when_told(tmp_path, monkeypatch,
-                                                                    capsys):
+def test_benchmark_tables_go_on_past_a_failed_run_and_stop_when_told(
+        tmp_path, monkeypatch, capsys):
     from tools.analysis import benchmark_tables
     monkeypatch.setattr(benchmark_tables, 'variants_for', lambda config: {
         'eager': [], 'broken': ['--cfg-options', 'model.no_such_option=1'],
@@ -140,6 +142,9 @@ def test_benchmark_tables_measure_every_speed_option(tmp_path):
     assert set(swin) - set(vit) == {'fused', 'fused+compile', 'fused+cudagraphs'}
     assert set(vit) == {'eager', 'compile', 'cudagraphs', 'fused-adamw', 'channels-last', 'all'}
     assert swin['fused+cudagraphs'][:3] == ['--compile', '--compile-mode', 'reduce-overhead']
+    with pytest.raises(SystemExit, match=r"--variants: unknown \['fused'\]"):
+        tables_main(['--configs', DEMO_CONFIG, '--variants', 'fused', '--out-dir',
+                     str(tmp_path)])  # a Swin-only option on a ViT config
     assert 'model.fused_window_attention=True' in swin['all']
     tables_main(['--configs', DEMO_CONFIG, '--amp', 'none', '--device', 'cpu',
                  '--batch-size', '4', '--iters', '1', '--warmup', '1',

@@ -21,12 +21,14 @@ memory is its own.
 Every step uses the model's own training loss: a distillation model (DeiT-B distilled) runs
 its teacher, built from the config with random weights (no checkpoint needed), on each
 ``x + delta_k``; VOLO gets token-label targets (class and dense). Inputs are random tensors of
-the model's input size (already normalised: the data pipeline is not timed). Timing: warm-up iterations, then the median of ``--iters`` synchronised
-steps. Model-FLOP utilisation counts the forward FLOPs of one image (torch's FLOP counter)
-times 3 for a plain step and times 1 + 3K for a HAT step (a no-grad clean forward plus K
-forward+backward passes), plus one teacher forward per loss (1 in a plain step, K in a HAT
-step), against the dense matmul throughput measured in the step's dtype
-on the same device (``--peak-tflops`` to give another peak).
+the model's input size (already normalised: the data pipeline is not timed).
+
+Timing: warm-up iterations, then the median of ``--iters`` synchronised steps. Model-FLOP
+utilisation counts the forward FLOPs of one image (torch's FLOP counter) times 3 for a plain
+step and times 1 + 3K for a HAT step (a no-grad clean forward plus K forward+backward
+passes), plus one teacher forward per loss (1 in a plain step, K in a HAT step), against the
+dense matmul throughput measured in the step's dtype on the same device (``--peak-tflops``
+to give another peak).
 
 ``--profile DIR`` then runs a few more hat-mm steps under ``torch.profiler`` and prints where
 the time goes: the top operators by self time on the device (CPU time on CPU), the kernel

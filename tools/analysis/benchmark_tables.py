@@ -10,10 +10,10 @@ hat-mm's step as configured, then once per speed option with hat-mm's step only:
 ``compile``, ``cudagraphs`` (``torch.compile`` mode ``reduce-overhead``: inductor and CUDA
 graphs), ``fused-adamw`` (``AdamW(fused=True)``), ``channels-last``, for Swin configs ``fused``
 (``fused_window_attention``), ``fused+compile`` and ``fused+cudagraphs``, and ``all`` of them
-together (``compile`` in its default mode). Each run is
-a separate process (its own compile caches and memory). The JSON and the output of every run
-are kept in ``--out-dir``; the tables are printed in Markdown and written to ``tables.md``
-there, again after every run, so an interrupted job keeps what it measured. A run that fails
+together (``compile`` in its default mode). Each run is a separate process (its own compile
+caches and memory). The JSON and the output of every run are kept in ``--out-dir``; the tables
+are printed in Markdown and written to ``tables.md`` there, again after every run, so an
+interrupted job keeps what it measured. A run that fails
 is a row saying so (the others go on; the exit status is then 1). ``--stop-after SECONDS``
 starts no run after that many seconds (for a time-limited job): the rows not run say so.
 ``--tabulate-only`` runs nothing and makes the tables of the configs from the JSON already in
@@ -43,8 +43,9 @@ def parse_args(argv=None):
     p.add_argument('--device', default=None)
     p.add_argument('--variants', default=None,
                    help='comma-separated subset of eager,compile,cudagraphs,fused-adamw,'
-                   'channels-last,fused,fused+compile,fused+cudagraphs,all; eager (the baseline, all three steps) runs too '
-                   'unless it is not listed and its JSON from an earlier run is in --out-dir')
+                   'channels-last,fused,fused+compile,fused+cudagraphs,all; eager (the '
+                   'baseline, all three steps) runs too unless it is not listed and its JSON '
+                   'from an earlier run is in --out-dir')
     p.add_argument('--out-dir', default='work_dirs/benchmark')
     p.add_argument('--stop-after', type=float, default=None, metavar='SECONDS',
                    help='start no run after this many seconds (the rows say "not run")')
@@ -145,6 +146,11 @@ def main(argv=None):
     for config in args.configs:
         if not osp.isfile(config):
             raise SystemExit(f'config not found: {config}')
+    variants = {config: variants_for(config) for config in args.configs}
+    known = {name for v in variants.values() for name in v}
+    if wanted is not None and set(wanted) - known:
+        raise SystemExit(f'--variants: unknown {sorted(set(wanted) - known)}; for these '
+                         f'configs: {",".join(sorted(known))}')
     start = time.time()
     done = {}  # config -> {variant: report}
 
@@ -156,7 +162,7 @@ def main(argv=None):
 
     for config in args.configs:
         reports = done.setdefault(config, {})
-        for name, extra in variants_for(config).items():
+        for name, extra in variants[config].items():
             out = osp.join(args.out_dir,
                            f"{osp.splitext(osp.basename(config))[0]}_{name}.json")
             earlier_baseline = (name == 'eager' and wanted is not None
