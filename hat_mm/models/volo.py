@@ -43,6 +43,27 @@ from .token_label_targets import rand_box, stack_token_label_targets
 __all__ = ['VOLOClassifier', 'HATVOLOClassifier', 'sample_mix_token_box']
 
 
+class VOLOTokenLogits(torch.nn.Module):
+    """The part of the train-mode forward between MixToken and its reversal: VOLO's stages,
+    class-attention blocks, norm and both heads, ``x [B, H, W, C] -> (cls [B, K], token
+    logits [B, N, K])``.
+
+    It is one module so that ``model.compile`` traces it as one graph: compiled one by one,
+    VOLO's stages (``nn.Sequential`` s) are traced block by block, and as every block has its
+    own drop-path rate dynamo recompiles the same ``forward`` for each, until its recompile
+    limit sends the rest back to eager. Held outside the module tree (no state-dict keys).
+    """
+
+    def __init__(self, volo: VOLO):
+        super().__init__()
+        self.volo = volo
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        m = self.volo
+        x = m.norm(m.forward_cls(m.forward_tokens(x)))
+        return m.head(x[:, 0]), m.aux_head(x[:, 1:])
+
+
 @register_model
 def volo_custom(pretrained: bool = False, **kwargs) -> VOLO:
     """timm entry point of a VOLO of any size, from ``timm.models.volo.VOLO``'s own arguments
@@ -107,6 +128,7 @@ class VOLOClassifier(TimmClassifier):
         self.token_label_loss = token_label_loss if isinstance(
             token_label_loss, torch.nn.Module) else MODELS.build(token_label_loss)
         self.mix_token, self.mix_token_beta = bool(mix_token), float(mix_token_beta)
+        self.__dict__['token_logits'] = VOLOTokenLogits(m)  # not a child: no new keys
         self._register_load_state_dict_pre_hook(self._resize_pos_embed)  # after the prefix
 
     def _resize_pos_embed(self, state_dict, prefix, *args):
@@ -164,9 +186,7 @@ class VOLOClassifier(TimmClassifier):
         if mixed:
             x = x.clone()
             x[:, s * r1:s * r2, s * c1:s * c2] = x.flip(0)[:, s * r1:s * r2, s * c1:s * c2]
-        x = m.norm(m.forward_cls(m.forward_tokens(x)))
-        cls = m.head(x[:, 0])
-        aux = m.aux_head(x[:, 1:])
+        cls, aux = self.token_logits(x)
         if mixed:  # reverse MixToken on the token outputs
             aux = aux.reshape(aux.shape[0], grid_h, grid_w, aux.shape[-1]).clone()
             aux[:, r1:r2, c1:c2] = aux.flip(0)[:, r1:r2, c1:c2]
@@ -195,9 +215,8 @@ class HATVOLOClassifier(HATClassifierMixin, VOLOClassifier):
     """
 
     def hat_compile_modules(self):
-        m = self.model  # forward_train calls these, not the VOLO module itself
-        return [m.patch_embed, *m.network, *(m.post_network or []), m.norm, m.head,
-                m.aux_head]
+        # forward_train calls these, not the VOLO module itself
+        return [self.model.patch_embed, self.token_logits]
 
     def hat_forward_kwargs(self, inputs: torch.Tensor) -> dict:
         return dict(mix_token_box=self.draw_mix_token_box(inputs))
