@@ -21,7 +21,13 @@ def test_benchmark_compiles_the_hat_mm_model(capsys):
     results = main([DEMO_CONFIG, '--device', 'cpu', '--batch-size', '4', '--iters', '2',
                     '--warmup', '1', '--steps', 'hat-mm', '--compile', '--peak-tflops', '1'])
     assert set(results) == {'hat-mm'} and results['hat-mm']['sec'] > 0
-    assert "fast paths: {'compile': True}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "fast paths: {'compile': True}" in out
+    # the demo ViT: backbone and head, one graph per grad situation, none recompiled later
+    compiled = results['hat-mm']['compile']
+    assert compiled['graphs'] >= 4 and compiled['graph_breaks'] == 0
+    assert compiled['recompile_limit_hits'] == 0 and compiled['graphs_in_later_steps'] == 0
+    assert 'hat-mm compile: ' in out
 
 
 def test_forward_flops_match_a_hand_count_including_attention():
@@ -205,3 +211,34 @@ def test_benchmark_runs_distillation_and_token_labeling_models(capsys):
                  'model.num_classes=10'])
     assert set(volo) == {'plain', 'official', 'hat-mm'}
     assert all(r['sec'] > 0 for r in list(distilled.values()) + list(volo.values()))
+
+
+def test_benchmark_reports_when_dynamo_gives_up(capsys):
+    """A recompile limit of 1 (the backbone needs a graph per grad situation) must show up
+    as limit hits: code dynamo gives up on runs eager, and a table would not say so."""
+    import torch
+    with torch._dynamo.config.patch(recompile_limit=1):
+        torch._dynamo.reset()
+        results = main([DEMO_CONFIG, '--device', 'cpu', '--batch-size', '4', '--iters', '1',
+                        '--warmup', '1', '--steps', 'hat-mm', '--peak-tflops', '1',
+                        '--cfg-options', 'model.compile.backend=eager'])
+    torch._dynamo.reset()
+    assert results['hat-mm']['compile']['recompile_limit_hits'] >= 1
+
+
+def test_benchmark_tables_say_what_compile_did():
+    from tools.analysis.benchmark_tables import table
+    step = dict(sec=0.1, img_per_s=40.0, mfu=0.1, peak_gib=None)
+    base = dict(device_name='cpu', amp=None, batch_size=4, img_size=16, adv_iters=3,
+                forward_gflop_per_image=0.01, peak_tflops=1.0)
+    reports = {
+        'eager': dict(base, steps=dict(plain=step, official=step, **{'hat-mm': step})),
+        'compile': dict(base, steps={'hat-mm': dict(step, compile=dict(
+            graphs=5, graph_breaks=0, recompile_limit_hits=0, graphs_in_later_steps=0))}),
+        'cudagraphs': dict(base, steps={'hat-mm': dict(step, compile=dict(
+            graphs=9, graph_breaks=2, recompile_limit_hits=1, graphs_in_later_steps=0))}),
+    }
+    text = table('configs/x.py', reports)
+    assert 'compile: 5 graphs, no graph break or recompile' in text
+    assert ('cudagraphs: 9 graphs, 2 graph breaks, 1 recompile-limit hits (that code ran '
+            'eager).') in text

@@ -30,6 +30,10 @@ passes), plus one teacher forward per loss (1 in a plain step, K in a HAT step),
 dense matmul throughput measured in the step's dtype on the same device (``--peak-tflops``
 to give another peak).
 
+With compile on (``--compile`` or the config's ``model.compile``) it also says what dynamo
+did in the timed steps: graphs compiled, graph breaks, recompile-limit hits (code it gave up
+on runs eager, silently), and graphs compiled in two more steps (there should be none).
+
 ``--profile DIR`` then runs a few more hat-mm steps under ``torch.profiler`` and prints where
 the time goes: the top operators by self time on the device (CPU time on CPU), the kernel
 launches, scalar reads (``.item()``) and GPU synchronisations (``cudaStreamSynchronize``, ...)
@@ -229,6 +233,33 @@ def matmul_peak_tflops(device, dtype) -> float:
 
 
 @contextmanager
+def counting_compiles():
+    """What ``torch.compile`` did inside the block: graphs compiled, graph breaks, and the
+    times dynamo hit its recompile limit (the code it gave up on then runs eager)."""
+    from torch._dynamo.utils import counters
+    hits = []
+
+    class _LimitHits(logging.Handler):
+        def emit(self, record):
+            if 'hit config.' in record.getMessage():
+                hits.append(record.getMessage().splitlines()[0])
+
+    handler = _LimitHits(logging.WARNING)
+    dynamo_log = logging.getLogger('torch._dynamo')
+    dynamo_log.addHandler(handler)
+    graphs = counters['stats']['unique_graphs']
+    breaks = sum(counters['graph_break'].values())
+    stats = {}
+    try:
+        yield stats
+    finally:
+        dynamo_log.removeHandler(handler)
+        stats.update(graphs=counters['stats']['unique_graphs'] - graphs,
+                     graph_breaks=sum(counters['graph_break'].values()) - breaks,
+                     recompile_limit_hits=len(hits))
+
+
+@contextmanager
 def quiet_logs():
     """Hide mmengine's INFO lines (one per parameter group) while building."""
     logger = MMLogger.get_current_instance()
@@ -409,7 +440,17 @@ def main(argv=None):
         if cfg.model.get('channels_last'):
             x = x.contiguous(memory_format=torch.channels_last)
         batch = dict(inputs=x, data_samples=samples)
-        record('hat-mm', lambda: model.train_step(batch, optim_wrapper))
+        with counting_compiles() as compiled:
+            record('hat-mm', lambda: model.train_step(batch, optim_wrapper))
+        if model.hat_compiled:  # the K passes should compile once, in the first step
+            with counting_compiles() as later:
+                for _ in range(2):
+                    model.train_step(batch, optim_wrapper)
+            compiled['graphs_in_later_steps'] = later['graphs']
+            results['hat-mm']['compile'] = compiled
+            print('hat-mm compile: {graphs} graphs, {graph_breaks} graph breaks, '
+                  '{recompile_limit_hits} recompile-limit hits, {graphs_in_later_steps} '
+                  'graphs compiled in later steps'.format(**compiled), flush=True)
         if args.profile:
             results['hat-mm']['profile'] = profile_steps(
                 lambda: model.train_step(batch, optim_wrapper), device, args.profile_steps,

@@ -136,7 +136,23 @@ def table(config, reports):
             row(f'hat-mm HAT ({name})', report['steps']['hat-mm'])
         elif 'failed' in report:
             lines.append(f"| hat-mm HAT ({name}) | {report['failed']} | | | | |")
+    notes = [compile_note(name, report['steps']['hat-mm']['compile'])
+             for name, report in reports.items()
+             if 'compile' in report.get('steps', {}).get('hat-mm', {})]
+    if notes:
+        lines += ['', 'torch.compile: ' + '; '.join(notes) + '.']
     return '\n'.join(lines)
+
+
+def compile_note(name, stats):
+    """``name: N graphs`` and what went wrong: graph breaks, code dynamo gave up on (left
+    eager at its recompile limit), graphs compiled after the first step."""
+    problems = [f'{stats[key]} {what}' for key, what in (
+        ('graph_breaks', 'graph breaks'),
+        ('recompile_limit_hits', 'recompile-limit hits (that code ran eager)'),
+        ('graphs_in_later_steps', 'graphs compiled after the first step')) if stats.get(key)]
+    return f"{name}: {stats['graphs']} graphs, " + (
+        ', '.join(problems) if problems else 'no graph break or recompile')
 
 
 def main(argv=None):
