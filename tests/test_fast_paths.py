@@ -331,3 +331,43 @@ def test_compiled_volo_is_one_graph_per_situation_whatever_its_depth():
         counts[layers] = per_step[0]
     assert len(set(counts.values())) == 1, f'graphs grow with the depth: {counts}'
     torch._dynamo.reset()
+
+
+def _tiny_distilled(teacher, **fast_paths):
+    torch.manual_seed(0)
+    model = MODELS.build(dict(
+        type='HATDistilledImageClassifier', hat=dict(adv_iters=3), **fast_paths,
+        backbone=dict(type='DistilledVisionTransformer', img_size=16, patch_size=4,
+                      arch=dict(embed_dims=32, num_layers=2, num_heads=2,
+                                feedforward_channels=64), drop_path_rate=0.0),
+        neck=None,
+        head=dict(type='DeiTClsHead', num_classes=NUM_CLASSES, in_channels=32,
+                  loss=dict(type='CrossEntropyLoss', use_soft=True)),
+        distillation_loss=dict(type='DistillationLoss', distillation_type='soft', tau=2.0),
+        teacher=dict(model=dict(type='TimmClassifier'), checkpoint='unused'),
+        data_preprocessor=dict(type='ClsDataPreprocessor', num_classes=NUM_CLASSES,
+                               mean=[127.5] * 3, std=[60.0] * 3)))
+    model.set_teacher(copy.deepcopy(teacher))
+    return model
+
+
+def test_the_teacher_runs_on_the_students_fast_paths():
+    """DeiT's teacher (a convnet) runs K times per step: with ``channels_last`` its weights
+    are channels-last, with ``compile`` it is compiled, and the update is the eager one."""
+    torch.manual_seed(1)
+    teacher = MODELS.build(dict(type='TimmClassifier', model_name='resnet10t',
+                                num_classes=NUM_CLASSES))
+    torch._dynamo.reset()
+    eager = _tiny_distilled(teacher)
+    fast = _tiny_distilled(teacher, channels_last=True,
+                           compile=dict(backend='aot_eager', devices=['cpu']))
+    reference = _hat_updates(eager, steps=2, soft=True)
+    ours = _hat_updates(fast, steps=2, soft=True)
+    _assert_same_updates(ours, reference)
+    assert not hasattr(eager.teacher, 'hat_fast_paths') or \
+        eager.teacher.hat_fast_paths == (False, False)
+    assert fast.teacher.hat_fast_paths == (True, True)
+    assert fast.teacher._compiled_call_impl is not None
+    conv = fast.teacher.model.conv1[0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    torch._dynamo.reset()

@@ -21,7 +21,8 @@ during training. It is NOT a submodule: not in ``parameters()`` (so never in the
 nor in DDP), not in ``state_dict()`` (checkpoints hold the student only; resume and
 ``tools/test.py`` need no teacher), not copied by the EMA hook. It is built at the first
 training iteration, so evaluation and checkpoint conversion never build or load it, and
-moved to the input's device when used.
+moved to the input's device when used. Under HAT it follows the student's fast paths
+(``model.channels_last``, ``model.compile``): it runs K times per step.
 """
 import argparse
 import copy
@@ -163,6 +164,22 @@ class HATDistilledImageClassifier(HATClassifierMixin, DistilledImageClassifier):
     distillation loss on ``x + delta_k`` with the teacher fed ``x + delta_k`` (in the optim
     wrapper's autocast context, passed as ``forward_context``); ``KL_k`` on the class-token
     logits."""
+
+    def teacher_logits(self, inputs: torch.Tensor, context: Callable = nullcontext
+                       ) -> torch.Tensor:
+        """The teacher runs on the student's fast paths: in channels-last memory format with
+        ``model.channels_last``, compiled when the student is (``model.compile``, once the
+        device is known). The teacher runs K times per step, so these pay as for the student.
+        """
+        teacher = self.teacher
+        wanted = (self.hat_channels_last, self.hat_compiled)
+        if getattr(teacher, 'hat_fast_paths', (False, False)) != wanted:
+            if self.hat_channels_last:
+                teacher.to(memory_format=torch.channels_last)
+            if self.hat_compiled:
+                teacher.compile(**self.hat_compile_kwargs)
+            teacher.hat_fast_paths = wanted
+        return super().teacher_logits(inputs, context)
 
     def hat_classification_loss(self, output, data_samples, inputs, forward_context=None):
         return self.distillation_losses(output, data_samples, inputs,

@@ -69,6 +69,7 @@ class HATClassifierMixin:
     def _hat_compile(self, kwargs: dict) -> None:
         compile_modules(self, self.hat_compile_modules(), kwargs)
         self.hat_compiled = True
+        self.hat_compile_kwargs = dict(kwargs)  # for modules built later (a teacher)
 
     def _hat_resolve_compile(self, device: torch.device) -> None:
         """Compile now if ``model.compile.devices`` has ``device``'s type, else log once and
