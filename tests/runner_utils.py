@@ -29,7 +29,7 @@ def small_run_options(data_root, train_images=96, val_images=64, epochs=1):
 def run_tool(args, timeout=600, env=None):
     """Run a command from the repo root; returns CompletedProcess with merged output."""
     full_env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH',
-                                                                               ''),
+                                                                              ''),
                     OMP_NUM_THREADS='1')
     full_env.update(env or {})
     return subprocess.run(args, cwd=ROOT, env=full_env, stdout=subprocess.PIPE,

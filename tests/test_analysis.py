@@ -346,7 +346,7 @@ def test_fourier_heatmap_end_to_end(digits_root, checkpoints, tmp_path):
 
 
 def test_fourier_heatmap_of_a_random_model_is_point_symmetric(digits_root, checkpoints,
-                                                             tmp_path):
+                                                              tmp_path):
     from tools.analysis.fourier_heatmap import compute_heatmap
     from tools.analysis.frequency_analysis import parse_cfg_options
     res = compute_heatmap(DEMO_CONFIG, checkpoints['random'], eps=8.0, size=5,

@@ -1,5 +1,4 @@
 """Checkpoint errors name the file and the problem; nothing is loaded on a mismatch."""
-import sys
 
 import pytest
 import torch

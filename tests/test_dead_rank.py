@@ -165,7 +165,7 @@ def test_collective_timeout_default_and_check(monkeypatch):
     no_env_cfg = Config(dict(model=dict()))  # mmengine's default env_cfg, plus the timeout
     set_collective_timeout(no_env_cfg)
     assert no_env_cfg.env_cfg.dist_cfg == dict(backend='nccl',
-                                                timeout=DEFAULT_COLLECTIVE_TIMEOUT_S)
+                                               timeout=DEFAULT_COLLECTIVE_TIMEOUT_S)
     kept = Config(dict(env_cfg=dict(dist_cfg=dict(backend='gloo', timeout=1800))))
     assert set_collective_timeout(kept) == 1800
 

@@ -221,7 +221,7 @@ def test_training_pipeline_has_both_policies(tiny_coco):
     cfg = Config.fromfile(det_config('t'))
     pipeline = cfg.train_dataloader.dataset.pipeline
     assert [t.type for t in pipeline] == ['LoadImageFromFile', 'LoadAnnotations', 'RandomFlip',
-                                         'RandomChoice', 'PackDetInputs']
+                                          'RandomChoice', 'PackDetInputs']
     assert pipeline[1].with_mask and pipeline[2].prob == 0.5
     ms = [(1333, s) for s in range(480, 801, 32)]
     resize, = pipeline[3].transforms[0]

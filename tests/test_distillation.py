@@ -39,7 +39,7 @@ def test_deit_distilled_config():
     assert cfg.model.head.type == 'DeiTClsHead'
     d = cfg.model.distillation_loss
     assert (d.type, d.distillation_type, d.alpha, d.tau) == ('DistillationLoss', 'hard', 0.5,
-                                                              1.0)
+                                                             1.0)
     assert cfg.model.teacher.model.model_name == 'regnety_160'  # RegNetY-16GF, DeiT's
     assert cfg.train_dataloader.batch_size == 128
     assert cfg.optim_wrapper.optimizer.lr == 1e-3 and cfg.optim_wrapper.clip_grad is None

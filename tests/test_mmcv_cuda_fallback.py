@@ -335,8 +335,9 @@ def test_install_routes_every_op_once(monkeypatch):
     wrapped = {k: getattr(ext, k) for k in originals}
     assert fallback.install(ext) is True  # idempotent: not wrapped twice
     assert {k: getattr(ext, k) for k in originals} == wrapped
-    assert getattr(ext, fallback._INSTALLED) == dict(originals, get_compiling_cuda_version=
-                                                     ext.get_compiling_cuda_version.__wrapped__)
+    wrapped = ext.get_compiling_cuda_version.__wrapped__
+    assert getattr(ext, fallback._INSTALLED) == dict(originals,
+                                                     get_compiling_cuda_version=wrapped)
     assert ext._private.__name__ == '_private' and isinstance(ext.SomeClass, type)
     assert ext.roi_pool_forward.__name__ == 'roi_pool_forward'
     assert ext.get_compiling_cuda_version() == 'get_compiling_cuda_version'  # no tensors

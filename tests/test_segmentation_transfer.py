@@ -296,7 +296,7 @@ def test_output_norm3_is_built_fresh_not_loaded(hat_checkpoint):
 
 
 def test_swin_t_train_and_test_on_tiny_ade20k(tiny_ade, hat_checkpoint, tmp_path,
-                                               monkeypatch):
+                                              monkeypatch):
     config = config_path('t')
     ckpt_path = hat_checkpoint('t')
     work = tmp_path / 'work'

@@ -351,7 +351,7 @@ def reference_hat_volo(model, x, gt, cls_t, tok_t, box, K):
 
 @pytest.mark.parametrize('mixing', ['mixup', 'cutmix'])
 def test_hat_volo_train_step_matches_reference(digits_root, digits_token_labels, mixing,
-                                                monkeypatch):
+                                               monkeypatch):
     """Demo data with score maps from the tool -> pipeline -> TokenLabelDataPreprocessor ->
     the HAT step of HATVOLOClassifier, against the reference written out above."""
     from mmpretrain.registry import MODELS

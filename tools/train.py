@@ -68,7 +68,7 @@ def main(argv=None):
     cfg = merge_args(load_tool_config(args), args)
     timeout = set_collective_timeout(cfg)
     validate = all(cfg.get(k) is not None for k in ('val_cfg', 'val_dataloader',
-                                                     'val_evaluator'))  # mmengine's rule
+                                                    'val_evaluator'))  # mmengine's rule
     loaders = ['train_dataloader'] + (['val_dataloader'] if validate else [])
     check_dataset_paths(cfg, loaders)
     check_annotation_files(cfg, loaders)  # every malformed line and bad label, named

@@ -60,7 +60,7 @@ def check_annotation_file(path: str, with_label: bool = True,
         shown = '\n  '.join(bad)
         more = f'\n  ... and {count - len(bad)} more' if count > len(bad) else ''
         expected = ("'<image path> <integer label>'" + (f' with labels in [0, {n}) ({source})'
-                                                       if n is not None else '')
+                                                        if n is not None else '')
                     if with_label else "'<image path>'")
         raise ValueError(f'{where}: {count} line(s) of {path} cannot be used; each line must be '
                          f'{expected}. Fix or delete them:\n  {shown}{more}')

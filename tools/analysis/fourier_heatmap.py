@@ -226,7 +226,7 @@ def main(argv=None) -> dict:
     with open(meta, 'w') as f:
         json.dump(dict(config=args.config, checkpoint=args.checkpoint, seed=args.seed,
                        pixel_scale='[0, 1]', **{k: v for k, v in result.items()
-                                                 if k != 'heatmap'}), f, indent=2)
+                                                if k != 'heatmap'}), f, indent=2)
     print(f'clean error {result["clean_error"]:.4f}; heat map error min '
           f'{np.nanmin(result["heatmap"]):.4f} max {np.nanmax(result["heatmap"]):.4f}',
           flush=True)

@@ -162,7 +162,7 @@ class Row:
         return dict(name=self.name, status=self.status,
                     sec_per_iter=self.sec_per_iter or per_iter,
                     peak_memory_mb=self.peak_memory_mb or (int(max(memory_all))
-                                                          if memory_all else memory),
+                                                           if memory_all else memory),
                     wall_seconds=round(time.time() - self.start, 1), numbers=self.numbers,
                     log=osp.relpath(self.log, ROOT))
 

@@ -94,7 +94,7 @@ def make_tiny_ade20k(out_dir: str, num_train: int = 16, num_val: int = 8,
             image, label = make_scene(rng, (h, w))
             name = f'{stem}_{i + 1:08d}'
             Image.fromarray(image).save(osp.join(img_dir, name + '.jpg'),
-                                                    quality=95)
+                                        quality=95)
             Image.fromarray(label).save(osp.join(ann_dir, name + '.png'))
     return dict(counts, size=(h, w))
 

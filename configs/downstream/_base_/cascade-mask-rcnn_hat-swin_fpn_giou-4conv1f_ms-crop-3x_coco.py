@@ -66,11 +66,11 @@ model = dict(
     roi_head=dict(bbox_head=[
         __bbox_head,
         dict(__bbox_head, bbox_coder=dict(type='DeltaXYWHBBoxCoder',
-                                         target_means=[0., 0., 0., 0.],
-                                         target_stds=[0.05, 0.05, 0.1, 0.1])),
+                                          target_means=[0., 0., 0., 0.],
+                                          target_stds=[0.05, 0.05, 0.1, 0.1])),
         dict(__bbox_head, bbox_coder=dict(type='DeltaXYWHBBoxCoder',
-                                         target_means=[0., 0., 0., 0.],
-                                         target_stds=[0.033, 0.033, 0.067, 0.067])),
+                                          target_means=[0., 0., 0., 0.],
+                                          target_stds=[0.033, 0.033, 0.067, 0.067])),
     ]))
 
 # Training augmentation of DETR / Sparse R-CNN used by the official Swin detection configs:
