@@ -283,7 +283,10 @@ def pip_cuda_home(site_packages, torch_cuda, search_paths=()):
     for path in search_paths:
         other = osp.join(path, 'nvidia', major)
         if osp.isdir(other) and osp.realpath(other) != osp.realpath(home):
-            link_missing(other, home)
+            made = link_missing(other, home)
+            if made:
+                print(f"[setup_env] linked {made} entries of torch's CUDA runtime ({other}) "
+                      f'into the toolkit at {home}', file=sys.stderr)
     lib = osp.join(home, 'lib')
     link = osp.join(lib, 'libcudart.so')
     if not osp.exists(link):
