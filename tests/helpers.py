@@ -37,8 +37,10 @@ def reference_hat_loop(forward, ce, x, params, K, logits=lambda out: out, eps=EP
     return grads, deltas
 
 
-def tiny_vit_classifier(hat=None, loss=None, hat_type='HATImageClassifier', **head_kwargs):
-    """A 2-layer ViT on 16x16 inputs, drop-path and dropout 0 (deterministic forward)."""
+def tiny_vit_classifier(hat=None, loss=None, hat_type='HATImageClassifier', compile=None,
+                        **head_kwargs):
+    """A 2-layer ViT on 16x16 inputs, drop-path and dropout 0 (deterministic forward);
+    ``compile``: the HAT classifier's ``compile`` option."""
     import hat_mm  # noqa: F401
     cfg = dict(
         type=hat_type,
@@ -54,6 +56,8 @@ def tiny_vit_classifier(hat=None, loss=None, hat_type='HATImageClassifier', **he
     )
     if hat_type is not None and hat_type.startswith('HAT'):
         cfg['hat'] = hat or {}
+    if compile is not None:
+        cfg['compile'] = compile
     torch.manual_seed(0)
     model = MODELS.build(cfg)  # PyTorch default init: a non-zero head, unlike init_weights
     return model

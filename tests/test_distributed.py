@@ -4,6 +4,7 @@ import gc
 import json
 import sys
 
+import pytest
 import torch
 
 import hat_mm  # noqa: F401  allow-lists the classes in mmengine checkpoints
@@ -65,8 +66,11 @@ def test_two_gloo_processes_equal_one_process(digits_root, tmp_path):
     assert momenta and all(m.abs().sum() > 0 for m in momenta)
 
 
-def test_one_gradient_all_reduce_per_hat_step(tmp_path):
-    """K backward passes, but DDP reduces the gradient once: ``no_sync`` on the first K-1."""
+@pytest.mark.parametrize('compile', [None, dict(backend='aot_eager')])
+def test_one_gradient_all_reduce_per_hat_step(tmp_path, compile):
+    """K backward passes, but DDP reduces the gradient once: ``no_sync`` on the first K-1;
+    with compiled modules inside DDP too (the GPU default), and the update is the one of the
+    eager model without DDP."""
     import torch.distributed as dist
     from mmengine.optim import OptimWrapper
     from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
@@ -85,18 +89,26 @@ def test_one_gradient_all_reduce_per_hat_step(tmp_path):
             reduced.append(bucket.buffer().numel())
             return allreduce_hook(state, bucket)
 
-        model = tiny_vit_classifier(hat=dict(adv_iters=3))
+        torch._dynamo.reset()
+        model = tiny_vit_classifier(hat=dict(adv_iters=3), compile=compile)
+        reference = tiny_vit_classifier(hat=dict(adv_iters=3))
         n_params = sum(p.numel() for p in model.parameters())
         ddp = HATDistributedDataParallel(model)
         ddp.register_comm_hook(None, counting_hook)
         wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1))
-        for adversarial, passes in ((True, 3), (False, 1)):
+        ref_wrapper = OptimWrapper(torch.optim.SGD(reference.parameters(), lr=0.1))
+        for step, (adversarial, passes) in enumerate(((True, 3), (True, 3), (False, 1))):
             model.set_hat_phase(adversarial)
+            reference.set_hat_phase(adversarial)
             reduced.clear()
-            log_vars = ddp.train_step(random_batch(), wrapper)
+            log_vars = ddp.train_step(random_batch(seed=step), wrapper)
+            reference.train_step(random_batch(seed=step), ref_wrapper)
             assert ('loss_kl_adv' in log_vars) == adversarial
             # every gradient element reduced exactly once, whatever K is
             assert sum(reduced) == n_params, (passes, reduced, n_params)
+            for (name, p), q in zip(model.named_parameters(), reference.parameters()):
+                torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
+        assert model.hat_compiled == (compile is not None)
     finally:
         # DDP's reducer holds the process group: free it first, so that the group is torn
         # down inside destroy_process_group (a Reducer freed after it can deadlock joining
@@ -104,3 +116,4 @@ def test_one_gradient_all_reduce_per_hat_step(tmp_path):
         del ddp
         gc.collect()
         dist.destroy_process_group()
+        torch._dynamo.reset()
