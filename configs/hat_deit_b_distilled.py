@@ -34,7 +34,9 @@ model = dict(
                    num_classes=1000),
         checkpoint='checkpoints/regnety_160-a5fe301d.pth'),
 )
-train_dataloader = dict(batch_size=128)  # per GPU; 8 GPUs -> 1024
+# per GPU; 8 GPUs -> 1024. drop_last: train_kd.py's loader (timm's create_loader, is_training)
+# drops the last incomplete batch of each epoch.
+train_dataloader = dict(batch_size=128, drop_last=True)
 
 # timm's optimizer filter skips DeiT's no_weight_decay() = pos_embed, cls_token, dist_token
 optim_wrapper = dict(

@@ -84,6 +84,9 @@ def test_no_clipping_best_checkpoint_no_ema(name):
     assert [h['type'] for h in cfg.custom_hooks] == ['HATPhaseHook', 'NonFiniteCheckHook',
                                                      'RNGStateHook']
     assert ckpt.type == 'SafeCheckpointHook'  # HATRunner's: atomic saves, safe rotation
+    # timm's create_loader / tlt's create_token_label_loader: drop_last=is_training
+    assert cfg.train_dataloader.drop_last is True
+    assert not cfg.val_dataloader.get('drop_last', False)
 
 
 @pytest.mark.parametrize('name', [n for n in ALL_PAPER_CONFIGS if 'volo' not in n])

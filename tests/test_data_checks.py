@@ -204,3 +204,18 @@ def test_train_skips_unreadable_images_when_asked(digits_root, tmp_path):
     assert res.returncode == 0, res.stdout[-3000:]
     assert f'Skipped unreadable image {bad}' in res.stdout
     assert 'Epoch 1: skipped 1 unreadable images' in res.stdout
+
+
+def test_training_set_smaller_than_a_batch_is_named(digits_root, tmp_path):
+    """The paper configs drop the last incomplete batch (as the official loader does): with
+    fewer images than a batch an epoch has no iteration, which mmengine reported only as
+    ``epoch_length must be a positive integer, but got 0``."""
+    options = small_run_options(digits_root, train_images=3) + [
+        'train_dataloader.batch_size=4', 'train_dataloader.drop_last=True']
+    res = train(DEMO_CONFIG, tmp_path / 'w', options, extra=['--no-validate'])
+    assert res.returncode != 0
+    assert ('train_dataloader gives no batch per epoch: 3 training images (3 per process) are '
+            'fewer than one batch of train_dataloader.batch_size=4 with '
+            'train_dataloader.drop_last=True') in res.stdout, res.stdout[-3000:]
+    assert 'train_dataloader.drop_last=False' in res.stdout
+    assert 'epoch_length' not in res.stdout

@@ -8,7 +8,9 @@ _base_ = [
     './hat.py',
 ]
 
-train_dataloader = dict(batch_size=128)  # per GPU; 8 GPUs -> 1024
+# per GPU; 8 GPUs -> 1024. drop_last: the official loader (timm's create_loader, is_training)
+# drops the last incomplete batch of each epoch.
+train_dataloader = dict(batch_size=128, drop_last=True)
 
 # timm convention of the official code: lr is given for a total batch of 1024 and scaled
 # linearly with the real total batch (auto_scale_lr), on any number of GPUs.

@@ -41,7 +41,9 @@ test_pipeline = [
     dict(type='CenterCrop', crop_size=224),
     dict(type='PackInputs'),
 ]
-train_dataloader = dict(batch_size=128, dataset=dict(pipeline=train_pipeline))  # 8 x 128
+# 8 x 128. drop_last: the official loader (timm's create_loader, is_training) drops the last
+# incomplete batch of each epoch.
+train_dataloader = dict(batch_size=128, drop_last=True, dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 

@@ -92,14 +92,41 @@ def apply_hat(cfg: Config) -> Config:
     return cfg
 
 
+def check_train_batches(dataloader) -> None:
+    """Refuse a training set smaller than one batch per process: with ``drop_last`` (the
+    paper configs drop the last incomplete batch, as the official loader does) an epoch then
+    has no iteration, which mmengine reports only as ``epoch_length ... got 0``."""
+    if dataloader is None or not hasattr(dataloader, '__len__') or len(dataloader) > 0:
+        return
+    sampler = getattr(dataloader, 'sampler', None)
+    per_process = len(sampler) if hasattr(sampler, '__len__') else None
+    images = len(dataloader.dataset) if hasattr(dataloader.dataset, '__len__') else None
+    batch = dataloader.batch_size
+    raise ValueError(
+        f'train_dataloader gives no batch per epoch: {images} training images'
+        + (f' ({per_process} per process)' if per_process is not None else '')
+        + f' are fewer than one batch of train_dataloader.batch_size={batch}'
+        + (' with train_dataloader.drop_last=True (the paper configs drop the last '
+           'incomplete batch, as the official loader does)' if dataloader.drop_last else '')
+        + '. Use more images, a smaller train_dataloader.batch_size'
+        + (', or --cfg-options train_dataloader.drop_last=False' if dataloader.drop_last
+           else '') + '.')
+
+
 @RUNNERS.register_module()
 class HATRunner(Runner):
-    """mmengine ``Runner`` that applies :func:`apply_hat` to its config and checks the
-    checkpoint it resumes from (:func:`hat_mm.engine.resume.prepare_resume`)."""
+    """mmengine ``Runner`` that applies :func:`apply_hat` to its config, checks that an
+    epoch has a training batch, and checks the checkpoint it resumes from
+    (:func:`hat_mm.engine.resume.prepare_resume`)."""
 
     @classmethod
     def from_cfg(cls, cfg: Config) -> Runner:
         return super().from_cfg(apply_hat(cfg))
+
+    def build_train_loop(self, loop):
+        loop = super().build_train_loop(loop)
+        check_train_batches(getattr(loop, 'dataloader', None))
+        return loop
 
     def load_or_resume(self) -> None:
         prepare_resume(self)
