@@ -19,8 +19,9 @@ on for GPU runs and still run eager on CPU (a demo, the tests), where inductor's
 rarely pays and its C++ code is less safe: with torch 2.12 on CPU, the no-grad clean forward
 of VOLO's outlook attention compiles to a kernel that corrupts the heap and aborts the process
 (gone with ``torch._inductor.config.cpp.simdlen = 1``, i.e. without vectorisation; a bug like
-pytorch/pytorch#196681, found here, not reported upstream). The decision is taken at the model's first forward, when its device is known;
-a run on another device logs one line and runs eager.
+pytorch/pytorch#196681, found here, not reported upstream). The decision is taken at the
+model's first forward, when its device is known; a run on another device logs one line and
+runs eager.
 
 mmpretrain's ViT builds its ``DropPath`` layers with numpy ``drop_prob`` values, on which
 dynamo breaks the graph (it traces ``drop_prob == 0`` as a data-dependent branch); they are
