@@ -50,18 +50,33 @@ def _tiny_vit(**fast_paths):
                                mean=[127.5] * 3, std=[60.0] * 3)))
 
 
-def _hat_updates(model, steps=1, **batch_kwargs):
-    """Parameter changes of ``steps`` HAT iterations (SGD), one per step."""
+def _hat_updates(model, steps=1, batch=None, after_step=None, **batch_kwargs):
+    """Parameter changes of ``steps`` HAT iterations (SGD), one per step. Step ``i`` runs on
+    ``batch(i)`` (default ``random_batch(seed=i, **batch_kwargs)``) under the global seed
+    ``100 + i``, so two models draw the same random numbers; ``after_step()`` after each."""
     model.train()
     model.set_hat_phase(True)
     wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.5))
     updates = []
     for i in range(steps):
         before = copy.deepcopy(model.state_dict())
-        log_vars = model.train_step(random_batch(seed=i, **batch_kwargs), wrapper)
+        data = batch(i) if batch is not None else random_batch(seed=i, **batch_kwargs)
+        torch.manual_seed(100 + i)  # e.g. VOLO's MixToken box, drop-path
+        log_vars = model.train_step(data, wrapper)
         assert 'loss_kl_adv' in log_vars
         updates.append({k: v - before[k] for k, v in model.state_dict().items()})
+        if after_step is not None:
+            after_step()
     return updates
+
+
+def _counting_aot_eager(graphs):
+    """A ``torch.compile`` backend that appends each graph to ``graphs`` and runs it through
+    ``aot_eager`` (the compiled path, with eager's exact numbers)."""
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return torch._dynamo.lookup_backend('aot_eager')(gm, example_inputs)
+    return backend
 
 
 def _assert_same_updates(ours, reference, rtol=1e-4, atol=1e-6):
@@ -73,27 +88,13 @@ def _assert_same_updates(ours, reference, rtol=1e-4, atol=1e-6):
 
 
 def test_compile_gives_the_same_hat_update_and_does_not_recompile_every_step():
-    graphs = []
-
-    def counting_backend(gm, example_inputs):  # aot_eager: the compiled path, exact numbers
-        graphs.append(gm)
-        return torch._dynamo.lookup_backend('aot_eager')(gm, example_inputs)
-
+    graphs, counts = [], []
     torch._dynamo.reset()
     eager = _tiny_vit()
-    compiled = _tiny_vit(compile=dict(backend=counting_backend))
+    compiled = _tiny_vit(compile=dict(backend=_counting_aot_eager(graphs)))
     assert list(compiled.state_dict()) == list(eager.state_dict())  # checkpoints unchanged
     reference = _hat_updates(eager, steps=4)
-
-    compiled.train()
-    compiled.set_hat_phase(True)
-    wrapper = OptimWrapper(torch.optim.SGD(compiled.parameters(), lr=0.5))
-    ours, counts = [], []
-    for i in range(4):
-        before = copy.deepcopy(compiled.state_dict())
-        compiled.train_step(random_batch(seed=i), wrapper)
-        ours.append({k: v - before[k] for k, v in compiled.state_dict().items()})
-        counts.append(len(graphs))
+    ours = _hat_updates(compiled, steps=4, after_step=lambda: counts.append(len(graphs)))
     _assert_same_updates(ours, reference)
     # backbone: clean (no_grad), passes 1..K-1 (input grad), last pass; head: two grad modes.
     # One graph each -- a graph break (e.g. on numpy DropPath probabilities) adds more.
@@ -101,7 +102,8 @@ def test_compile_gives_the_same_hat_update_and_does_not_recompile_every_step():
     assert counts == [counts[0]] * 4, f'recompiled in later steps: {counts}'
     # after the adversarial phase (K = 1) the same graphs serve
     compiled.set_hat_phase(False)
-    compiled.train_step(random_batch(seed=9), wrapper)
+    compiled.train_step(random_batch(seed=9),
+                        OptimWrapper(torch.optim.SGD(compiled.parameters(), lr=0.5)))
     assert len(graphs) == counts[0]
     torch._dynamo.reset()
 
@@ -301,29 +303,15 @@ def test_compiled_volo_is_one_graph_per_situation_whatever_its_depth():
     depend on the depth, later steps compile nothing, and the update is the eager one."""
     counts = {}
     for layers in [(1, 1, 1, 1), (2, 1, 5, 2)]:
-        graphs = []
-
-        def counting_backend(gm, example_inputs):
-            graphs.append(gm)
-            return torch._dynamo.lookup_backend('aot_eager')(gm, example_inputs)
-
+        graphs, per_step = [], []
         torch._dynamo.reset()
         eager = _tiny_volo(layers)
-        compiled = _tiny_volo(layers, compile=dict(backend=counting_backend))
+        compiled = _tiny_volo(layers, compile=dict(backend=_counting_aot_eager(graphs)))
         assert list(compiled.state_dict()) == list(eager.state_dict())
-        results = []
-        for model in (eager, compiled):
-            model.train()
-            model.set_hat_phase(True)
-            wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.5))
-            updates, per_step = [], []
-            for i in range(3):
-                before = copy.deepcopy(model.state_dict())
-                torch.manual_seed(100 + i)  # the same MixToken box and drop-path draws
-                model.train_step(_volo_batch(model, seed=i), wrapper)
-                updates.append({k: v - before[k] for k, v in model.state_dict().items()})
-                per_step.append(len(graphs))
-            results.append(updates)
+        results = [_hat_updates(model, steps=3, batch=lambda i: _volo_batch(model, seed=i),
+                                after_step=lambda: per_step.append(len(graphs)))
+                   for model in (eager, compiled)]
+        per_step = per_step[3:]  # the compiled model's
         for got, want in zip(*reversed(results)):
             for k, v in want.items():
                 torch.testing.assert_close(got[k], v, rtol=1e-4, atol=1e-6, msg=k)
