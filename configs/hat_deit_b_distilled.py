@@ -35,8 +35,9 @@ model = dict(
         checkpoint='checkpoints/regnety_160-a5fe301d.pth'),
 )
 # per GPU; 8 GPUs -> 1024. drop_last: train_kd.py's loader (timm's create_loader, is_training)
-# drops the last incomplete batch of each epoch.
-train_dataloader = dict(batch_size=128, drop_last=True)
+# drops the last incomplete batch of each epoch. num_workers: train_kd.py's -j default, 8 per
+# GPU, for training and evaluation (mmpretrain's recipe: 5).
+train_dataloader = dict(batch_size=128, drop_last=True, num_workers=8)
 
 # timm's optimizer filter skips DeiT's no_weight_decay() = pos_embed, cls_token, dist_token
 optim_wrapper = dict(
@@ -62,8 +63,8 @@ test_pipeline = [
     dict(type='CenterCrop', crop_size=224),
     dict(type='PackInputs'),
 ]
-val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
-test_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+val_dataloader = dict(num_workers=8, dataset=dict(pipeline=test_pipeline))
+test_dataloader = dict(num_workers=8, dataset=dict(pipeline=test_pipeline))
 # Official: timm's CheckpointSaver keeps the best top-1 checkpoint (model_best.pth.tar) and
 # the 3 most recent ones (--checkpoint-hist 3).
 default_hooks = dict(

@@ -87,6 +87,8 @@ def test_no_clipping_best_checkpoint_no_ema(name):
     # timm's create_loader / tlt's create_token_label_loader: drop_last=is_training
     assert cfg.train_dataloader.drop_last is True
     assert not cfg.val_dataloader.get('drop_last', False)
+    # the official scripts' -j default: 8 loader workers per GPU, training and evaluation
+    assert [cfg[f'{split}_dataloader'].num_workers for split in ('train', 'val', 'test')] == [8] * 3
 
 
 @pytest.mark.parametrize('name', [n for n in ALL_PAPER_CONFIGS if 'volo' not in n])

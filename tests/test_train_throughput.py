@@ -1,10 +1,13 @@
 """tools/analysis/train_throughput.py and the JPEG data it generates (numbers are not asserted:
 speed is measured by the tool)."""
 import json
+import math
+import os
 
+import pytest
 from PIL import Image
 
-from tools.analysis.train_throughput import fed_by, main
+from tools.analysis.train_throughput import fed_by, loader_table, main, parse_args
 from tools.dataset_converters.make_synthetic_imagenet import make_synthetic_imagenet
 
 from .runner_utils import DEMO_CONFIG
@@ -47,3 +50,41 @@ def test_throughput_runs_train_py_per_worker_count(tmp_path, capsys):
     text = (tmp_path / 'work' / 'throughput.md').read_text()
     assert f"| 1 | {rows[1]['img_per_s']:.0f} |" in text
     assert f"{rows[0]['img_per_s'] / 100:.2f} |" in text
+
+
+def test_loader_only_times_the_configs_data_loader_per_worker_count(tmp_path):
+    data = str(tmp_path / 'data')
+    rows = main([DEMO_CONFIG, '--loader-only', '--workers', '0', '2', '--batch-size', '4',
+                 '--iters', '6', '--skip', '1', '--data', data, '--image-size', '64x48',
+                 '--work-dir', str(tmp_path / 'work'), '--feed', '100', '1000'])
+    # 6 batches: the first one (0 workers) or each worker's first (2 workers) is not timed
+    assert [(r['workers'], r['timed_iters']) for r in rows] == [(0, 5), (2, 4)]
+    assert rows[1]['img_per_s_per_worker'] == rows[1]['img_per_s'] / 2
+    text = (tmp_path / 'work' / 'loader.md').read_text()
+    assert '| img/s per worker | workers for 100 img/s | workers for 1000 img/s |' in text
+    need = [math.ceil(f / rows[1]['img_per_s_per_worker']) for f in (100, 1000)]
+    assert f"| 2 | {rows[1]['img_per_s']:.0f} | {rows[1]['img_per_s_per_worker']:.0f} | " \
+        f'{need[0]} | {need[1]} |' in text
+    report = json.loads((tmp_path / 'work' / 'loader.json').read_text())
+    assert report['rows'] == rows and report['feed'] == [100, 1000]
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--feed', '500'], '--feed goes with --loader-only'),
+    (['--loader-only', '--workers', '8', '--iters', '8', '--skip', '2'],
+     '--iters 8 must be larger than the largest --workers 8'),
+])
+def test_loader_only_arguments_are_checked(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        main([DEMO_CONFIG, *argv])
+    assert message in capsys.readouterr().err
+
+
+def test_loader_table_marks_more_workers_than_cores(monkeypatch):
+    monkeypatch.setattr(os, 'cpu_count', lambda: 4)
+    args = parse_args([DEMO_CONFIG, '--loader-only', '--workers', '4', '8', '--iters', '20'])
+    rows = [dict(workers=4, img_per_s=1000.0, img_per_s_per_worker=250.0),
+            dict(workers=8, img_per_s=1200.0, img_per_s_per_worker=150.0)]
+    lines = loader_table(args, rows, [1230]).split('\n')
+    assert '| 4 | 1000 | 250 | 5 |' in lines  # ceil(1230 / 250)
+    assert '| 8 (more than the cores) | 1200 | 150 | 9 |' in lines

@@ -5,6 +5,7 @@ on generated JPEG data, for several numbers of data-loading workers:
     python tools/analysis/train_throughput.py configs/hat_swin_t.py [--workers 4 8 12 16]
         [--batch-size 128] [--iters 60] [--amp bf16] [--data DIR] [--step-json FILE]
         [--work-dir work_dirs/train_throughput] [--cfg-options ...]
+        [--loader-only [--feed IMG_PER_S ...]]
 
 For each worker count, one run of ``tools/train.py`` (one process, one GPU) trains ``--iters``
 iterations in HAT's adversarial phase on ``make_synthetic_imagenet.py`` images (500x375 JPEG,
@@ -14,14 +15,23 @@ share is mmengine's ``data_time`` over ``time`` (the wait for the next batch). T
 worker count within 3% of the best throughput, with a data share under 5%, is the one that
 keeps the GPU fed. ``--step-json`` (``benchmark_hat.py --out``) adds the ratio to the
 benchmark's step alone (random tensors, no data pipeline).
+
+``--loader-only`` times the config's training data loader alone, in this process, with no
+model and no GPU (so it runs on any machine): images per second for each worker count, after
+the first ``max(--skip, workers)`` batches (while every worker starts on its first batch).
+The loader is then never waited on by a step, so each worker runs flat out; the rate per
+worker says how many workers (and free CPU cores) a step of a given speed needs:
+``--step-json`` adds that count for the benchmark's step, ``--feed`` for any step rates.
 """
 import argparse
 import json
+import math
 import os
 import os.path as osp
 import statistics
 import subprocess
 import sys
+import time
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if ROOT not in sys.path:
@@ -45,6 +55,10 @@ def parse_args(argv=None):
     p.add_argument('--step-json', default=None, help='benchmark_hat.py --out of this config')
     p.add_argument('--work-dir', default='work_dirs/train_throughput')
     p.add_argument('--cfg-options', nargs='+', default=[])
+    p.add_argument('--loader-only', action='store_true',
+                   help='time the data loader alone (no model, no GPU)')
+    p.add_argument('--feed', type=float, nargs='+', default=[], metavar='IMG_PER_S',
+                   help='--loader-only: the workers that these step rates need')
     a = p.parse_args(argv)
     if not osp.isfile(a.config):
         p.error(f'config not found: {a.config} (a path like configs/hat_swin_t.py)')
@@ -52,6 +66,11 @@ def parse_args(argv=None):
         p.error(f'--iters {a.iters} must be larger than --skip {a.skip}')
     if min(a.workers) < 0:
         p.error('--workers: numbers of data-loading workers, 0 or more')
+    if a.loader_only and a.iters <= max(a.workers):
+        p.error(f'--loader-only: --iters {a.iters} must be larger than the largest --workers '
+                f'{max(a.workers)} (each worker\'s first batch is not timed)')
+    if a.feed and not a.loader_only:
+        p.error('--feed goes with --loader-only')
     return a
 
 
@@ -101,6 +120,48 @@ def measure(args, workers):
                 data_share=data / sec, peak_memory_mb=memory, timed_iters=len(logs))
 
 
+def measure_loader(args, workers):
+    """The config's training data loader alone, in this process: its throughput."""
+    from mmengine.config import Config, DictAction
+    from mmengine.registry import init_default_scope
+    from mmengine.runner import Runner
+    cfg = Config.fromfile(args.config)  # imports the config's custom_imports (hat_mm)
+    options = argparse.ArgumentParser()
+    options.add_argument('--o', nargs='+', action=DictAction)
+    cfg.merge_from_dict(options.parse_args(['--o', *pretrain_options(
+        args.data, args.iters * args.batch_size, args.batch_size, workers=workers),
+        *args.cfg_options]).o)
+    init_default_scope(cfg.get('default_scope', 'mmpretrain'))
+    batches = iter(Runner.build_dataloader(cfg.train_dataloader, seed=0))
+    # The first batch of each worker is made while all of them start up: not timed.
+    for _ in range(max(args.skip, workers)):
+        next(batches)
+    start = time.perf_counter()
+    timed = sum(1 for _ in batches)
+    sec = time.perf_counter() - start
+    del batches  # ends the workers
+    img_per_s = timed * args.batch_size / sec
+    return dict(workers=workers, img_per_s=img_per_s, timed_iters=timed,
+                img_per_s_per_worker=img_per_s / max(workers, 1))
+
+
+def loader_table(args, rows, feed):
+    lines = [f'Data loader alone, `{args.config}` training pipeline, batch {args.batch_size}, '
+             f'{args.image_size} JPEG data, {os.cpu_count()} CPU cores, {args.iters} batches '
+             '(timed after each worker\'s first)', '',
+             '| workers | img/s | img/s per worker |'
+             + ''.join(f' workers for {f:.0f} img/s |' for f in feed),
+             '|---|---|---|' + '---|' * len(feed)]
+    for r in rows:
+        over = ' (more than the cores)' if r['workers'] > os.cpu_count() else ''
+        lines.append(f"| {r['workers']}{over} | {r['img_per_s']:.0f} | "
+                     f"{r['img_per_s_per_worker']:.0f} |"
+                     + ''.join(f' {math.ceil(f / r["img_per_s_per_worker"])} |' for f in feed))
+    lines += ['', '0 workers: the loading process itself. A worker needs a CPU core of its own: '
+              'rates per worker hold while the workers have free cores.']
+    return '\n'.join(lines)
+
+
 def fed_by(rows):
     """The smallest worker count within 3% of the best throughput with a data share < 5%."""
     best = max(r['img_per_s'] for r in rows)
@@ -137,20 +198,27 @@ def main(argv=None):
     if args.step_json:
         with open(args.step_json) as f:
             step = json.load(f)['steps']['hat-mm']['img_per_s']
+    feed = args.feed + ([step] if step else [])
     rows = []
     for workers in args.workers:
-        rows.append(measure(args, workers))
-        r = rows[-1]
-        print(f"[train_throughput] {workers:3d} workers: {r['img_per_s']:8.1f} img/s, data "
-              f"share {100 * r['data_share']:.1f}%", flush=True)
-    text = table(args, rows, step)
+        r = measure_loader(args, workers) if args.loader_only else measure(args, workers)
+        rows.append(r)
+        print(f"[train_throughput] {'data loader, ' * args.loader_only}{workers:3d} workers: "
+              f"{r['img_per_s']:8.1f} img/s"
+              + ('' if args.loader_only else f", data share {100 * r['data_share']:.1f}%"),
+              flush=True)
+    if args.loader_only:
+        name, text = 'loader', loader_table(args, rows, feed)
+        report = dict(cpu_count=os.cpu_count(), rows=rows, feed=feed)
+    else:
+        name, text = 'throughput', table(args, rows, step)
+        report = dict(amp=args.amp, rows=rows, fed_by=fed_by(rows), step_img_per_s=step)
     print(text)
     os.makedirs(args.work_dir, exist_ok=True)
-    with open(osp.join(args.work_dir, 'throughput.md'), 'w') as f:
+    with open(osp.join(args.work_dir, f'{name}.md'), 'w') as f:
         f.write(text + '\n')
-    with open(osp.join(args.work_dir, 'throughput.json'), 'w') as f:
-        json.dump(dict(config=args.config, amp=args.amp, batch_size=args.batch_size,
-                       rows=rows, fed_by=fed_by(rows), step_img_per_s=step), f, indent=2)
+    with open(osp.join(args.work_dir, f'{name}.json'), 'w') as f:
+        json.dump(dict(config=args.config, batch_size=args.batch_size, **report), f, indent=2)
     return rows
 
 
