@@ -38,6 +38,9 @@ model = dict(
 # drops the last incomplete batch of each epoch. num_workers: train_kd.py's -j default, 8 per
 # GPU, for training and evaluation (mmpretrain's recipe: 5).
 train_dataloader = dict(batch_size=128, drop_last=True, num_workers=8)
+# Official: train_kd.py sets torch.backends.cudnn.benchmark = True (mmpretrain's
+# runtime: False); it picks the fastest convolution algorithms for the fixed input size.
+env_cfg = dict(cudnn_benchmark=True)
 
 # timm's optimizer filter skips DeiT's no_weight_decay() = pos_embed, cls_token, dist_token
 optim_wrapper = dict(

@@ -1,6 +1,7 @@
 """The benchmark tools on CPU: the official-style step against hat-mm's update, and the tools
 run and tabulate (speed numbers are measured by the tools, not asserted by tests)."""
 import pytest
+import torch
 
 from tools.analysis.benchmark_hat import main
 
@@ -14,6 +15,7 @@ def test_benchmark_runs_all_three_steps_on_cpu(capsys):
     assert all(r['sec'] > 0 and 0 < r['mfu'] for r in results.values())
     out = capsys.readouterr().out
     assert 'hat-mm speed vs official-style' in out and 'fast paths: none;' in out
+    assert 'cudnn.benchmark False (all steps)' in out  # the demo config's env_cfg
 
 
 def test_benchmark_compiles_the_hat_mm_model(capsys):
@@ -192,9 +194,10 @@ def test_official_style_step_is_the_hat_update():
     assert moved > 10  # the step changed the weights
 
 
-def test_benchmark_runs_distillation_and_token_labeling_models(capsys):
+def test_benchmark_runs_distillation_and_token_labeling_models(capsys, monkeypatch):
     """DeiT-B distilled (its teacher built from the config, random weights: no checkpoint
     needed) and VOLO (token-label targets), shrunk: every step runs on the model's own loss."""
+    monkeypatch.setattr(torch.backends.cudnn, 'benchmark', False)  # restored afterwards
     distilled = main(['configs/hat_deit_b_distilled.py', '--device', 'cpu', '--batch-size',
                       '2', '--iters', '1', '--warmup', '1', '--img-size', '32',
                       '--peak-tflops', '1', '--cfg-options', 'model.backbone.arch=deit-tiny',
@@ -203,6 +206,8 @@ def test_benchmark_runs_distillation_and_token_labeling_models(capsys):
     out = capsys.readouterr().out
     assert set(distilled) == {'plain', 'official', 'hat-mm'}
     assert ' + teacher ' in out and 'GFLOP/image forward' in out
+    # the paper configs' env_cfg.cudnn_benchmark (the official scripts'), as the runner sets it
+    assert 'cudnn.benchmark True (all steps)' in out and torch.backends.cudnn.benchmark
     volo = main(['configs/hat_volo_d1_224.py', '--device', 'cpu', '--batch-size', '2',
                  '--iters', '1', '--warmup', '1', '--img-size', '64', '--peak-tflops', '1',
                  '--cfg-options', 'model.model_name=None', 'model.arch.layers=(1,1,1,1)',

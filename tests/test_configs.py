@@ -89,6 +89,8 @@ def test_no_clipping_best_checkpoint_no_ema(name):
     assert not cfg.val_dataloader.get('drop_last', False)
     # the official scripts' -j default: 8 loader workers per GPU, training and evaluation
     assert [cfg[f'{split}_dataloader'].num_workers for split in ('train', 'val', 'test')] == [8] * 3
+    # train.py / train_kd.py: torch.backends.cudnn.benchmark = True
+    assert cfg.env_cfg.cudnn_benchmark is True
 
 
 @pytest.mark.parametrize('name', [n for n in ALL_PAPER_CONFIGS if 'volo' not in n])

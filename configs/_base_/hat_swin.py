@@ -12,6 +12,9 @@ _base_ = [
 # drops the last incomplete batch of each epoch. num_workers: the official train.py's -j
 # default, 8 per GPU, for training and evaluation (mmpretrain's recipe: 5).
 train_dataloader = dict(batch_size=128, drop_last=True, num_workers=8)
+# Official: train.py and train_kd.py set torch.backends.cudnn.benchmark = True (mmpretrain's
+# runtime: False); it picks the fastest convolution algorithms for the fixed input size.
+env_cfg = dict(cudnn_benchmark=True)
 
 # timm convention of the official code: lr is given for a total batch of 1024 and scaled
 # linearly with the real total batch (auto_scale_lr), on any number of GPUs.

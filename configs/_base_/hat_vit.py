@@ -48,6 +48,9 @@ train_dataloader = dict(batch_size=128, drop_last=True, num_workers=8,
                         dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(num_workers=8, dataset=dict(pipeline=test_pipeline))
 test_dataloader = dict(num_workers=8, dataset=dict(pipeline=test_pipeline))
+# Official: train.py and train_kd.py set torch.backends.cudnn.benchmark = True (mmpretrain's
+# runtime: False); it picks the fastest convolution algorithms for the fixed input size.
+env_cfg = dict(cudnn_benchmark=True)
 
 # Official: no clipping (the HAT loop calls optimizer.step() itself; --clip-grad is unused).
 optim_wrapper = dict(optimizer=dict(lr=1e-3, weight_decay=0.05), clip_grad=None)

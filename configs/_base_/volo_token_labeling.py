@@ -100,6 +100,9 @@ train_dataloader = dict(
     dataset=dict(data_root=data_root, pipeline=train_pipeline))
 val_dataloader = dict(num_workers=8, dataset=dict(data_root=data_root, pipeline=test_pipeline))
 test_dataloader = val_dataloader
+# Official: train.py sets torch.backends.cudnn.benchmark = True (mmpretrain's
+# runtime: False); it picks the fastest convolution algorithms for the fixed input size.
+env_cfg = dict(cudnn_benchmark=True)
 
 # timm's AdamW as the official script builds it: lr per 1024 images scaled linearly,
 # weight decay 0.05, none on 1-D parameters and on VOLO's no_weight_decay() = pos_embed,

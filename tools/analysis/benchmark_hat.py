@@ -345,6 +345,10 @@ def main(argv=None):
     for key in FAST_PATH_KEYS:
         stock_cfg.pop(key, None)
     fast_paths = {k: cfg.model[k] for k in FAST_PATH_KEYS if cfg.model.get(k)}
+    # the runner's env_cfg.cudnn_benchmark (the paper configs: on, as the official scripts),
+    # for all three steps alike
+    cudnn_benchmark = bool((cfg.get('env_cfg') or {}).get('cudnn_benchmark', False))
+    torch.backends.cudnn.benchmark = cudnn_benchmark
 
     device = args.device
     bs = args.batch_size or (128 if device.startswith('cuda') else 16)
@@ -384,7 +388,8 @@ def main(argv=None):
           f'{peak_tflops:.1f} TFLOP/s{" (given)" if args.peak_tflops else " (measured)"}')
     optimizer = {k: wrapper_cfg.optimizer[k] for k in ('type', 'fused', 'foreach')
                  if k in wrapper_cfg.optimizer}
-    print(f'hat-mm fast paths: {fast_paths or "none"}; optimizer {optimizer}')
+    print(f'hat-mm fast paths: {fast_paths or "none"}; optimizer {optimizer}; '
+          f'cudnn.benchmark {cudnn_benchmark} (all steps)')
     # a teacher runs one forward per loss: once in a plain step, K times in a HAT step
     K = hat.adv_iters
     step_flops = {'plain': 3 * flops_fwd + teacher_flops,
@@ -472,6 +477,7 @@ def main(argv=None):
         report = dict(config=args.config, device=device, device_name=_device_name(device),
                       amp=args.amp, batch_size=bs, img_size=img, adv_iters=hat.adv_iters,
                       fast_paths=fast_paths, optimizer=optimizer,
+                      cudnn_benchmark=cudnn_benchmark,
                       forward_gflop_per_image=flops_fwd / 1e9,
                       teacher_gflop_per_image=teacher_flops / 1e9,
                       peak_tflops=peak_tflops, steps=results)
