@@ -1,9 +1,13 @@
 """tools/train.py and tools/test.py as a user runs them, on the demo data."""
 import glob
+import importlib
 import json
+import os
 import os.path as osp
+import subprocess
 import sys
 
+import pytest
 import torch
 
 from .runner_utils import DEMO_CONFIG, run_tool, small_run_options, train
@@ -53,3 +57,54 @@ def test_corrupt_checkpoint_is_refused_by_test_tool(digits_root, tmp_path):
     assert res.returncode != 0
     assert f'{bad} is corrupt' in res.stdout
     assert osp.getsize(bad) > 0  # left as it was
+
+
+def _fake_srun(tmp_path):
+    """An ``srun`` on PATH that records its arguments and PYTHONPATH instead of launching."""
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    srun = bin_dir / 'srun'
+    srun.write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@" > "$SRUN_LOG"\n'
+                    'echo "PYTHONPATH=$PYTHONPATH" >> "$SRUN_LOG"\n')
+    srun.chmod(0o755)
+    log = tmp_path / 'srun.log'
+    env = dict(os.environ, PATH=f'{bin_dir}{os.pathsep}{os.environ["PATH"]}',
+               SRUN_LOG=str(log), GPUS='16')
+    env.pop('CPUS_PER_TASK', None)
+    return env, log
+
+
+@pytest.mark.parametrize('script, entry, positional', [
+    ('slurm_train.sh', 'train', ['configs/hat_vit_b.py', 'work_dirs/vit_b']),
+    ('slurm_test.sh', 'test', ['configs/hat_vit_b.py', 'vit_b.pth']),
+])
+def test_slurm_launchers_run_one_task_per_gpu_with_the_slurm_launcher(
+        tmp_path, script, entry, positional):
+    env, log = _fake_srun(tmp_path)
+    root = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    subprocess.run(['bash', osp.join(root, 'tools', script), 'gpu', 'hat', *positional,
+                    '--amp', '--cfg-options', 'hat.adv_iters=2'], env=env, check=True)
+    recorded = log.read_text().split('\n')[:-1]
+    srun_options, command = recorded[:8], recorded[8:-1]
+    assert srun_options == ['-p', 'gpu', '--job-name=hat', '--gres=gpu:8', '--ntasks=16',
+                            '--ntasks-per-node=8', '--cpus-per-task=8', '--kill-on-bad-exit=1']
+    assert recorded[-1].startswith(f'PYTHONPATH={root}:')
+    assert command[1:3] == ['-u', osp.join(root, 'tools', f'{entry}.py')]
+    # what tools/train.py / tools/test.py make of the rest
+    tool = importlib.import_module(f'tools.{entry}')
+    args = tool.parse_args(command[3:])
+    assert args.launcher == 'slurm' and args.amp and args.config == positional[0]
+    assert args.cfg_options == {'hat.adv_iters': 2}
+    if entry == 'train':
+        assert args.work_dir == positional[1]
+    else:
+        assert args.checkpoint == positional[1]
+
+
+@pytest.mark.parametrize('script', ['slurm_train.sh', 'slurm_test.sh'])
+def test_slurm_launchers_print_their_usage(tmp_path, script):
+    env, log = _fake_srun(tmp_path)
+    root = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    res = subprocess.run(['bash', osp.join(root, 'tools', script), 'gpu', 'hat', 'cfg.py'],
+                         env=env, capture_output=True, text=True)
+    assert res.returncode == 2 and 'usage:' in res.stderr and not log.exists()
