@@ -23,6 +23,7 @@ def test_train_then_test_demo_config(digits_root, tmp_path):
     assert 'eta:' in out  # mmengine progress/ETA
     ckpt = work / 'epoch_1.pth'
     assert ckpt.is_file()
+    import hat_mm  # noqa: F401  (its import allow-lists mmengine's checkpoint classes)
     meta = torch.load(ckpt, map_location='cpu')['meta']  # weights_only, default of torch
     assert meta['hat']['adv_iters'] == 3 and meta['hat']['adversarial'] is True
 
@@ -35,6 +36,17 @@ def test_train_then_test_demo_config(digits_root, tmp_path):
     assert 0.0 <= metrics['accuracy/top1'] <= 100.0
     assert metrics['accuracy/top5'] >= metrics['accuracy/top1']
     assert 'accuracy/top1' in res.stdout
+
+    # the same evaluation on two processes (tools/dist_test.sh, gloo on CPU): each rank scores
+    # half the images, mmengine gathers them: the same metrics
+    dist_metrics = tmp_path / 'dist_metrics.json'
+    res = run_tool(['bash', 'tools/dist_test.sh', DEMO_CONFIG, str(ckpt), '2', '--work-dir',
+                    str(tmp_path / 'dist_test'), '--out', str(dist_metrics), '--cfg-options',
+                    *small_run_options(digits_root)],
+                   env={'PORT': '29519', 'PYTHON': sys.executable})
+    assert res.returncode == 0, res.stdout[-4000:]
+    assert 'Distributed launcher: pytorch' in res.stdout, res.stdout[-4000:]
+    assert json.loads(dist_metrics.read_text()) == metrics
 
 
 def test_missing_data_root_names_path_and_fix(tmp_path):
