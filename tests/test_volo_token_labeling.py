@@ -314,8 +314,11 @@ def ref_mix_token_box(grid):
             int(np.clip(cx + cut // 2, 0, grid)), int(np.clip(cy + cut // 2, 0, grid)))
 
 
-def ref_volo_forward(volo, x, box):
-    """The official VOLO train-mode forward with MixToken (timm's submodules)."""
+def ref_volo_forward(volo, x, boxes):
+    """The official VOLO train-mode forward with MixToken (timm's submodules): each call draws
+    its own box (``ref_mix_token_box``), records it in ``boxes`` and returns it."""
+    box = ref_mix_token_box(int(volo.patch_embed(x[:1]).shape[-1]) // 2)
+    boxes.append(box)
     x = volo.patch_embed(x).permute(0, 2, 3, 1)
     b1, b2, b3, b4 = box
     tmp = x.clone()
@@ -327,26 +330,29 @@ def ref_volo_forward(volo, x, box):
     aux = aux.reshape(aux.shape[0], g, g, -1)
     tmp = aux.clone()
     tmp[:, b1:b3, b2:b4] = aux.flip(0)[:, b1:b3, b2:b4]
-    return cls, tmp.reshape(aux.shape[0], g * g, -1)
+    return cls, tmp.reshape(aux.shape[0], g * g, -1), box
 
 
-def reference_hat_volo(model, x, gt, cls_t, tok_t, box, K):
+def reference_hat_volo(model, x, gt, cls_t, tok_t, K):
     """docs/hat_update.md with the token-labeling loss (tlt TokenLabelCrossEntropy, dense weight
-    0.5) as CE_k; returns (param grads, deltas used)."""
+    0.5) as CE_k, a new MixToken box in each of the K + 1 forwards (the official HAT train.py);
+    returns (param grads, deltas used, the boxes drawn: clean forward first)."""
     volo = model.model
     params = [p for p in model.parameters() if p.requires_grad]
     N = tok_t.shape[1]
-    lam = 1 - (box[2] - box[0]) * (box[3] - box[1]) / N
-    target_cls = lam * cls_t + (1 - lam) * cls_t.flip(0) if lam < 1 else cls_t
+    boxes = []
 
-    def ce(cls, aux):
+    def ce(out, v):
+        cls, aux, box = out
+        lam = 1 - (box[2] - box[0]) * (box[3] - box[1]) / N
+        target_cls = lam * cls_t + (1 - lam) * cls_t.flip(0) if lam < 1 else cls_t
         c = (-target_cls * F.log_softmax(cls, -1)).sum(-1).mean()
         a = (-tok_t * F.log_softmax(aux, -1)).sum(-1).mean()
         return c + 0.5 * a
 
-    return reference_hat_loop(lambda v: ref_volo_forward(volo, v, box),
-                              lambda out, v: ce(*out), x, params, K,
-                              logits=lambda out: out[0])
+    grads, deltas = reference_hat_loop(lambda v: ref_volo_forward(volo, v, boxes), ce, x,
+                                       params, K, logits=lambda out: out[0])
+    return grads, deltas, boxes
 
 
 @pytest.mark.parametrize('mixing', ['mixup', 'cutmix'])
@@ -369,7 +375,7 @@ def test_hat_volo_train_step_matches_reference(digits_root, digits_token_labels,
     _seeded()
     data = ref.data_preprocessor(copy.deepcopy(batch), True)
     x = data['inputs']
-    box = ref_mix_token_box(4)
+    after_mixing = np.random.get_state()  # the MixToken boxes are drawn next, in train_step
     _seeded()
     raw = ref.data_preprocessor.cast_data(copy.deepcopy(batch))
     x_plain = (torch.stack(raw['inputs']).flip(1).float() - 79.0) / 87.0
@@ -381,15 +387,18 @@ def test_hat_volo_train_step_matches_reference(digits_root, digits_token_labels,
     torch.testing.assert_close(torch.stack([s.token_label_cls for s in samples]), cls_t)
     torch.testing.assert_close(torch.stack([s.token_label_dense for s in samples]), tok_t)
 
-    grads, ref_deltas = reference_hat_volo(ref, x, gt, cls_t, tok_t, box, K)
+    np.random.set_state(after_mixing)
+    grads, ref_deltas, ref_boxes = reference_hat_volo(ref, x, gt, cls_t, tok_t, K)
+    assert len(ref_boxes) == K + 1 and len(set(ref_boxes)) > 1  # boxes differ between passes
     expected = [p.detach() - 0.5 * g for p, g in zip(ref.parameters(), grads)]
 
     # the update itself, with the deltas (hat_backward on the preprocessed batch)
     probe = copy.deepcopy(ref)
     probe.zero_grad()
+    np.random.set_state(after_mixing)
     log_vars, deltas = hat_backward(
-        forward=lambda v: probe(v, mode='tensor', mix_token_box=box),
-        clean_forward=lambda v: probe(v, mode='tensor', mix_token_box=box),
+        forward=lambda v: probe(v, mode='tensor'),
+        clean_forward=lambda v: probe(v, mode='tensor'),
         classification_loss=lambda out, v: probe.hat_classification_loss(out, samples, v)['loss'],
         inputs=x, backward=lambda loss, last: loss.backward(), hat=probe.hat, num_iters=K,
         logits_of=probe.hat_kl_logits)
@@ -400,7 +409,7 @@ def test_hat_volo_train_step_matches_reference(digits_root, digits_token_labels,
     for (name, p), g in zip(probe.named_parameters(), grads):
         torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-6, msg=name)
 
-    # the runner's path: preprocessing + MixToken box + K passes + one SGD step
+    # the runner's path: preprocessing + K + 1 forwards, each with its own box + one SGD step
     import hat_mm.models.volo as volo_mod
     drawn = []
     sample = volo_mod.sample_mix_token_box
@@ -409,7 +418,7 @@ def test_hat_volo_train_step_matches_reference(digits_root, digits_token_labels,
     optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.5))
     _seeded()
     log_vars = model.train_step(copy.deepcopy(batch), optim)
-    assert drawn == [box]
+    assert drawn == ref_boxes
     for (name, p), e in zip(model.named_parameters(), expected):
         torch.testing.assert_close(p.detach(), e, rtol=1e-4, atol=1e-6, msg=name)
     assert {'loss_tl_cls', 'loss_tl_aux', 'loss_kl_adv'} <= set(log_vars)
@@ -421,9 +430,10 @@ def test_hat_volo_train_step_matches_reference(digits_root, digits_token_labels,
         assert torch.isfinite(log_vars['loss'])
 
 
-def test_one_mix_token_box_per_iteration(digits_root, digits_token_labels, monkeypatch):
-    """The clean forward and the K perturbed forwards of one iteration share one box; the
-    next iteration draws a new one."""
+def test_every_forward_draws_its_own_mix_token_box(digits_root, digits_token_labels,
+                                                   monkeypatch):
+    """As in the official HAT train.py: the clean forward and each of the K perturbed forwards
+    of one iteration draw their own MixToken box, and each pass's loss uses its own box."""
     from mmpretrain.registry import MODELS
 
     import hat_mm.models.volo as volo_mod
@@ -432,27 +442,33 @@ def test_one_mix_token_box_per_iteration(digits_root, digits_token_labels, monke
     model = MODELS.build(cfg.model)
     model.train()
     model.set_hat_phase(True)
-    draws, boxes = [], []
+    queue = [(0, 1, 3, 4), (1, 0, 2, 2), (0, 0, 4, 1), (2, 2, 4, 4)]
+    draws = []
     monkeypatch.setattr(volo_mod, 'sample_mix_token_box',
-                        lambda *a: draws.append(1) or (0, 1, 3, 4))
-    real_forward = model.forward_train
+                        lambda *a: draws.append(queue[len(draws) % 4]) or draws[-1])
+    boxes, loss_boxes = [], []
+    real_forward, real_losses = model.forward_train, model.token_label_losses
 
     def recording_forward(x, box=None):
         out = real_forward(x, box)
         boxes.append(out[2])
         return out
 
-    model.forward_train = recording_forward
+    def recording_losses(output, data_samples):
+        loss_boxes.append(output[2])
+        return real_losses(output, data_samples)
+
+    model.forward_train, model.token_label_losses = recording_forward, recording_losses
     optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.01))
     model.train_step(copy.deepcopy(batch), optim)
-    assert len(draws) == 1 and boxes == [(0, 1, 3, 4)] * 4  # clean + K = 3
+    assert boxes == queue  # clean + K = 3 forwards, each with the box it drew
+    assert loss_boxes == queue[1:]  # the K passes' losses, each with its forward's box
     model.train_step(copy.deepcopy(batch), optim)
-    assert len(draws) == 2
-    # outside a HAT step (a plain training forward) each forward draws its own box
-    x = model.data_preprocessor(copy.deepcopy(batch), True)['inputs']
-    model(x, mode='tensor')
-    model(x, mode='tensor')
-    assert len(draws) == 4
+    assert len(draws) == 8
+    # after the adversarial phase: the clean forward and one pass, a box each
+    model.set_hat_phase(False)
+    model.train_step(copy.deepcopy(batch), optim)
+    assert len(draws) == 10
 
 
 def test_train_and_test_tools_with_token_labels(digits_root, digits_token_labels, tmp_path):

@@ -99,11 +99,6 @@ class HATClassifierMixin:
         self._hat_phase_managed = True
 
     # -- what a classifier family provides -----------------------------------------------
-    def hat_forward_kwargs(self, inputs: torch.Tensor) -> dict:
-        """Keyword arguments of every forward of one iteration (clean and perturbed), drawn
-        once per iteration; e.g. VOLO's MixToken box. Default: none."""
-        return {}
-
     def hat_classification_loss(self, output, data_samples: List[DataSample],
                                 inputs: torch.Tensor, forward_context: Optional[Callable] = None
                                 ) -> Dict[str, torch.Tensor]:
@@ -154,15 +149,14 @@ class HATClassifierMixin:
         num_iters = self.hat.adv_iters if adversarial else 1
         with_kl = adversarial or self.hat.kl_after_adv
         extra_logs: Dict[str, torch.Tensor] = {}
-        forward_kwargs = self.hat_forward_kwargs(inputs)
 
         def forward(x):
             with optim_wrapper.optim_context(runner_model):
-                return runner_model(x, mode='tensor', **forward_kwargs)
+                return runner_model(x, mode='tensor')
 
         def clean_forward(x):
             with optim_wrapper.optim_context(self):
-                return self(x, mode='tensor', **forward_kwargs)
+                return self(x, mode='tensor')
 
         def classification_loss(output, x):
             losses = self.hat_classification_loss(

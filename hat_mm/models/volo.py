@@ -16,14 +16,13 @@ Forward, ``mode='tensor'``:
   [B, N, C], MixToken box (r1, c1, r2, c2))``: the tokens in the box are swapped with those
   of the flipped batch after the patch embedding and swapped back on the token logits, so
   token ``i`` of the output belongs to the sample whose target is ``token_label_dense[i]``.
-  The box is an argument (``mix_token_box``); without it one is drawn for that forward.
+  Each call draws its own box (``mix_token_box`` fixes it instead, for tests and analysis).
 
-MixToken and HAT: :class:`HATVOLOClassifier` draws ONE box per training iteration and passes
-it to the clean forward and all K perturbed forwards (the official HAT script calls the
-model K + 1 times and each call draws its own box; with a shared box the clean and the
-perturbed predictions that the KL compares see the same token mixing). The KL term compares
-the class-token logits, the first element of the train-mode tuple, as the official HAT
-``train.py`` does.
+MixToken and HAT: as in the official HAT ``train.py``, which calls the model K + 1 times in
+train mode, every forward of a HAT step draws its own box: the clean forward (whose
+class-token logits give ``p_c``) and each of the K perturbed forwards, whose token-labeling
+loss uses the box of that forward. The KL term compares the class-token logits, the first
+element of the train-mode tuple, as that ``train.py`` does.
 """
 import inspect
 import warnings
@@ -210,16 +209,13 @@ class VOLOClassifier(TimmClassifier):
 @MODELS.register_module()
 class HATVOLOClassifier(HATClassifierMixin, VOLOClassifier):
     """:class:`VOLOClassifier` trained with HAT: ``CE_k`` is the token-labeling loss of the
-    forward on ``x + delta_k``; one MixToken box per iteration, passed to every forward (see
-    the module docstring); ``KL_k`` on the class-token logits.
+    forward on ``x + delta_k`` (with the MixToken box that forward drew, see the module
+    docstring); ``KL_k`` on the class-token logits.
     """
 
     def hat_compile_modules(self):
         # forward_train calls these, not the VOLO module itself
         return [self.model.patch_embed, self.token_logits]
-
-    def hat_forward_kwargs(self, inputs: torch.Tensor) -> dict:
-        return dict(mix_token_box=self.draw_mix_token_box(inputs))
 
     def hat_classification_loss(self, output, data_samples, inputs, forward_context=None):
         return self.token_label_losses(output, data_samples)

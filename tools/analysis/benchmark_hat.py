@@ -99,23 +99,22 @@ def _sync(device):
 
 
 def official_style_step(model, optimizer, scaler, x, loss_fn, logits_of, K, eps, alpha, w_kl,
-                        w_ce, dtype, forward_kwargs=None, clip_grad=None):
+                        w_ce, dtype, clip_grad=None):
     """docs/hat_update.md as the official code writes it (clean forward kept in the graph).
     ``loss_fn(output, inputs)`` is ``CE_k`` (the model's own loss: a distillation teacher or
     the token-label targets included), ``logits_of(output)`` the logits the KL compares;
     ``clip_grad`` (max norm) clips the accumulated gradient as timm's loss scaler does."""
     device_type = x.device.type
     autocast = torch.autocast(device_type, dtype=dtype, enabled=dtype is not None)
-    kwargs = forward_kwargs or {}
     with autocast:
-        z_c = logits_of(model(x, mode='tensor', **kwargs))
+        z_c = logits_of(model(x, mode='tensor'))
     p_c = F.softmax(z_c.float(), -1).detach()
     delta = torch.zeros_like(x)
     for k in range(K):
         delta.requires_grad_(True)
         x_adv = x + delta
         with autocast:
-            out = model(x_adv, mode='tensor', **kwargs)
+            out = model(x_adv, mode='tensor')
         ce = loss_fn(out, x_adv)
         log_p = F.log_softmax(logits_of(out).float(), -1)
         kl = 0.5 * (F.kl_div(log_p, p_c, reduction='batchmean')
@@ -417,7 +416,7 @@ def main(argv=None):
 
     def plain():
         with context():
-            output = model(x, mode='tensor', **model.hat_forward_kwargs(x))
+            output = model(x, mode='tensor')
         optim_wrapper.update_params(loss_fn(output, x))
 
     scaler = torch.amp.GradScaler(device.split(':')[0], enabled=args.amp == 'fp16')
@@ -426,7 +425,6 @@ def main(argv=None):
         official_style_step(model, optim_wrapper.optimizer, scaler, x, loss_fn,
                             model.hat_kl_logits, K, hat.adv_eps, hat.adv_lr,
                             hat.adv_kl_weight, hat.adv_ce_weight, dtype,
-                            model.hat_forward_kwargs(x),
                             clip_grad=(wrapper_cfg.get('clip_grad') or {}).get('max_norm'))
 
     for name, fn in (('plain', plain), ('official', official)):
