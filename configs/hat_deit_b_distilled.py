@@ -41,6 +41,11 @@ train_dataloader = dict(batch_size=128, drop_last=True, num_workers=8)
 # Official: train_kd.py sets torch.backends.cudnn.benchmark = True (mmpretrain's
 # runtime: False); it picks the fastest convolution algorithms for the fixed input size.
 env_cfg = dict(cudnn_benchmark=True)
+# Official: train_kd.py seeds torch and numpy with --seed (default 42) + rank, so every
+# GPU draws its own drop-path masks and mixup/cutmix (mmengine's default: one seed shared by
+# all ranks, which repeats those draws on every GPU). The data sampler's shuffle stays
+# common to all ranks (mmengine broadcasts its seed).
+randomness = dict(seed=42, diff_rank_seed=True)
 
 # timm's optimizer filter skips DeiT's no_weight_decay() = pos_embed, cls_token, dist_token
 optim_wrapper = dict(

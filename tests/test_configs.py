@@ -91,6 +91,8 @@ def test_no_clipping_best_checkpoint_no_ema(name):
     assert [cfg[f'{split}_dataloader'].num_workers for split in ('train', 'val', 'test')] == [8] * 3
     # train.py / train_kd.py: torch.backends.cudnn.benchmark = True
     assert cfg.env_cfg.cudnn_benchmark is True
+    # train.py / train_kd.py: torch.manual_seed(args.seed + args.rank), np.random.seed(same)
+    assert cfg.randomness == dict(seed=42, deterministic=False, diff_rank_seed=True)
 
 
 @pytest.mark.parametrize('name', [n for n in ALL_PAPER_CONFIGS if 'volo' not in n])

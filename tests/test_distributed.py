@@ -1,5 +1,6 @@
 """Two processes (gloo, CPU) through tools/dist_train.sh equal one process on the global
-batch, and really run the HAT step through HATDistributedDataParallel."""
+batch, with the paper configs' per-rank seeds and a shuffled sampler, and really run the HAT
+step through HATDistributedDataParallel."""
 import gc
 import json
 import sys
@@ -15,13 +16,13 @@ from .runner_utils import DEMO_CONFIG, run_tool, small_run_options
 def _options(digits_root, batch):
     return small_run_options(digits_root, train_images=64, epochs=1) + [
         f'train_dataloader.batch_size={batch}',
-        'train_dataloader.sampler.shuffle=False',
         'model.train_cfg=None',  # mixup mixes within each rank's batch: no equality then
         'model.backbone.drop_path_rate=0.0',
         'optim_wrapper.optimizer.type=SGD', 'optim_wrapper.optimizer.lr=0.2',
         'optim_wrapper.optimizer.momentum=0.9',
         'val_cfg=None', 'val_dataloader=None', 'val_evaluator=None',
-        'randomness.seed=0',
+        # the paper configs' seeding (configs/_base_/hat_swin.py): 42 + rank
+        'randomness.seed=42', 'randomness.diff_rank_seed=True',
     ]
 
 
@@ -51,6 +52,12 @@ def test_two_gloo_processes_equal_one_process(digits_root, tmp_path):
                    env={'PORT': '29517', 'PYTHON': sys.executable})
     assert res.returncode == 0, res.stdout[-4000:]
     assert 'Distributed training: True' in res.stdout and 'GPU number: 2' in res.stdout
+    # with per-rank seeds the ranks shuffle alike (the weights below need the same global
+    # batches as the single process) but draw their own random numbers: their generator
+    # states at the end of the epoch (RNGStateHook) differ
+    ranks = torch.load(dist / 'epoch_1.pth', map_location='cpu')['rng_state']['ranks']
+    assert len(ranks) == 2 and not torch.equal(ranks[0]['torch'], ranks[1]['torch'])
+    assert not torch.equal(ranks[0]['numpy']['keys'], ranks[1]['numpy']['keys'])
 
     # the HAT step ran in the distributed run: adversarial terms logged every iteration
     logs = [r for r in _scalars(dist) if 'loss' in r]

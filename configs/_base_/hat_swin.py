@@ -15,6 +15,11 @@ train_dataloader = dict(batch_size=128, drop_last=True, num_workers=8)
 # Official: train.py and train_kd.py set torch.backends.cudnn.benchmark = True (mmpretrain's
 # runtime: False); it picks the fastest convolution algorithms for the fixed input size.
 env_cfg = dict(cudnn_benchmark=True)
+# Official: train.py and train_kd.py seed torch and numpy with --seed (default 42) + rank,
+# so every GPU draws its own drop-path masks and mixup/cutmix (mmengine's default: one seed
+# shared by all ranks, which repeats those draws on every GPU). The data sampler's shuffle
+# stays common to all ranks (mmengine broadcasts its seed).
+randomness = dict(seed=42, diff_rank_seed=True)
 
 # timm convention of the official code: lr is given for a total batch of 1024 and scaled
 # linearly with the real total batch (auto_scale_lr), on any number of GPUs.

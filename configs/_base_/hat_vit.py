@@ -51,6 +51,11 @@ test_dataloader = dict(num_workers=8, dataset=dict(pipeline=test_pipeline))
 # Official: train.py and train_kd.py set torch.backends.cudnn.benchmark = True (mmpretrain's
 # runtime: False); it picks the fastest convolution algorithms for the fixed input size.
 env_cfg = dict(cudnn_benchmark=True)
+# Official: train.py and train_kd.py seed torch and numpy with --seed (default 42) + rank,
+# so every GPU draws its own drop-path masks and mixup/cutmix (mmengine's default: one seed
+# shared by all ranks, which repeats those draws on every GPU). The data sampler's shuffle
+# stays common to all ranks (mmengine broadcasts its seed).
+randomness = dict(seed=42, diff_rank_seed=True)
 
 # Official: no clipping (the HAT loop calls optimizer.step() itself; --clip-grad is unused).
 optim_wrapper = dict(optimizer=dict(lr=1e-3, weight_decay=0.05), clip_grad=None)

@@ -103,6 +103,11 @@ test_dataloader = val_dataloader
 # Official: train.py sets torch.backends.cudnn.benchmark = True (mmpretrain's
 # runtime: False); it picks the fastest convolution algorithms for the fixed input size.
 env_cfg = dict(cudnn_benchmark=True)
+# Official: train.py seeds torch and numpy with --seed (default 42) + rank, so every GPU
+# draws its own drop-path masks, mixup/cutmix and MixToken boxes (mmengine's default: one
+# seed shared by all ranks, which repeats those draws on every GPU). The data sampler's
+# shuffle stays common to all ranks (mmengine broadcasts its seed).
+randomness = dict(seed=42, diff_rank_seed=True)
 
 # timm's AdamW as the official script builds it: lr per 1024 images scaled linearly,
 # weight decay 0.05, none on 1-D parameters and on VOLO's no_weight_decay() = pos_embed,
