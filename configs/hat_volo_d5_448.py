@@ -28,9 +28,10 @@ model = dict(
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadTokenLabel', label_root={{_base_.token_label_root}}),
+    {{_base_.token_label_randaugment}},  # on the whole image, moving the score map
     dict(type='TokenLabelRandomResizedCrop', scale=img_size, backend='pillow',
          interpolation='bicubic'),
-    {{_base_.train_augments}},  # flip, RandAugment, erasing (_base_/volo_token_labeling.py)
+    {{_base_.train_augments}},  # flip, erasing (_base_/volo_token_labeling.py)
     dict(type='PackInputs', algorithm_keys=('token_label', 'token_label_box')),
 ]
 test_pipeline = [

@@ -71,10 +71,18 @@ def test_volo_config(name):
     assert cfg.param_scheduler[1].end == epochs - 10
     pipe = cfg.train_dataloader.dataset.pipeline
     flat = [s for t in pipe for s in (t['transforms'] if t['type'] == 'Compose' else [t])]
+    # tlt's order: RandAugment on the whole image (its geometric operations moving the score
+    # map), then the crop; flip (which commutes with both in distribution) and erasing
     assert [t['type'] for t in flat] == [
-        'LoadImageFromFile', 'LoadTokenLabel', 'TokenLabelRandomResizedCrop', 'RandomFlip',
-        'RandAugment', 'RandomErasing', 'PackInputs']
-    assert pipe[2]['scale'] == img
+        'LoadImageFromFile', 'LoadTokenLabel', 'RandAugment', 'TokenLabelRandomResizedCrop',
+        'RandomFlip', 'RandomErasing', 'PackInputs']
+    assert pipe[3]['scale'] == img
+    policies = [p['type'] for p in flat[2]['policies']]
+    assert len(policies) == 15 and {'TokenLabelRotate', 'TokenLabelShear',
+                                    'TokenLabelTranslate'} <= set(policies)
+    assert not {'Rotate', 'Shear', 'Translate'} & set(policies)  # none moves pixels alone
+    assert (flat[2]['num_policies'], flat[2]['magnitude_level'], flat[2]['magnitude_std']) \
+        == (2, 9, 0.5)
     # evaluation as the official validate.py: the official model's crop_pct
     assert get_pretrained_cfg(timm_name).input_size[-1] == img
     test = cfg.test_dataloader.dataset.pipeline
@@ -184,6 +192,73 @@ def test_crop_transform_records_its_box(tmp_path):
     assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1
 
 
+GEOMETRIC_OPS = [
+    ('TokenLabelRotate', dict(angle=25.0)),
+    ('TokenLabelRotate', dict(angle=25.0, random_negative_prob=1.0)),
+    ('TokenLabelShear', dict(magnitude=0.3, direction='horizontal')),
+    ('TokenLabelShear', dict(magnitude=0.3, direction='vertical', random_negative_prob=1.0)),
+    ('TokenLabelTranslate', dict(magnitude=0.3, direction='horizontal')),
+    ('TokenLabelTranslate', dict(magnitude=0.25, direction='vertical',
+                                 random_negative_prob=1.0)),
+]
+
+
+@pytest.mark.parametrize('op,kwargs', GEOMETRIC_OPS)
+def test_geometric_randaugment_moves_the_score_map_with_the_image(op, kwargs):
+    """An image painted with its own score map (each 11 x 11 pixel cell of a 6 x 9 grid in
+    the colour of its class): after the operation, the class under each cell's centre in
+    the image is the class the moved map holds there, and cells whose centre came from
+    outside the image hold no score (tlt: values 0 there)."""
+    from mmpretrain.registry import TRANSFORMS
+    h, w, cell = 6, 9, 11
+    H, W = h * cell, w * cell
+    classes = torch.arange(h * w).view(h, w)
+    img = np.zeros((H, W, 3), np.uint8)
+    img[..., 0] = classes.repeat_interleave(cell, 0).repeat_interleave(cell, 1).numpy()
+    img[..., 1] = 200  # inside the original image
+    label = torch.stack([torch.ones(1, h, w), classes[None].float()]).half()  # [2, k=1, h, w]
+    transform = TRANSFORMS.build(dict(type=op, prob=1.0, pad_val=0, interpolation='nearest',
+                                      **{'random_negative_prob': 0.0, **kwargs}))
+    out = transform(dict(img=img.copy(), token_label=label.clone(),
+                         token_label_box=np.array([0, 0, 1, 1], np.float32)))
+    moved = out['token_label']
+    assert moved.shape == label.shape and moved.dtype == label.dtype
+    centres = out['img'][cell // 2::cell, cell // 2::cell]  # [h, w, 3] at the cell centres
+    inside = torch.from_numpy(centres[..., 1] == 200)
+    assert 0.3 < inside.float().mean() < 1  # the operation moved part of the image out
+    seen = torch.from_numpy(centres[..., 0].astype(np.int64))
+    agree = (moved[1, 0].long() == seen)[inside].float().mean()
+    assert agree >= 0.9, agree  # boundaries: the image's nearest pixel vs the nearest cell
+    assert (moved[0, 0][~inside] == 0).float().mean() >= 0.9
+    assert (moved[0, 0][inside] == 1).float().mean() >= 0.9
+    # the unmoved map would not match the moved image: the check above can fail
+    assert (classes == seen)[inside].float().mean() < 0.5
+
+
+def test_geometric_randaugment_keeps_the_image_and_random_numbers_of_mmpretrain():
+    from mmpretrain.registry import TRANSFORMS
+    img = np.random.RandomState(0).randint(0, 255, (40, 56, 3)).astype(np.uint8)
+    label = torch.rand(2, 5, 4, 4).half()
+    for plain, ours, extra in [('Rotate', 'TokenLabelRotate', {}),
+                               ('Shear', 'TokenLabelShear', dict(direction='vertical')),
+                               ('Translate', 'TokenLabelTranslate', {})]:
+        cfg = dict(magnitude_range=(0, 0.3), prob=0.7, magnitude_std=0.5, **extra)
+        a, b = TRANSFORMS.build(dict(type=plain, **cfg)), TRANSFORMS.build(dict(type=ours, **cfg))
+        for seed in range(6):
+            np.random.seed(seed)
+            ra = a(dict(img=img.copy()))
+            next_a = np.random.rand()  # the same numbers drawn: the same next one
+            np.random.seed(seed)
+            rb = b(dict(img=img.copy(), token_label=label.clone()))
+            assert np.array_equal(ra['img'], rb['img']) and np.random.rand() == next_a
+        # after a crop the whole-image map can no longer be moved: refused with the fix
+        np.random.seed(0)
+        with pytest.raises(ValueError, match='before TokenLabelRandomResizedCrop'):
+            TRANSFORMS.build(dict(type=ours, magnitude_range=(0.1, 0.3), prob=1.0, **extra))(
+                dict(img=img.copy(), token_label=label.clone(),
+                     token_label_box=np.array([0.1, 0, 1, 1], np.float32)))
+
+
 # ----------------------------------------------------------------------------- demo data
 TINY_ARCH = dict(layers=(1, 1, 1, 1), embed_dims=(16, 32, 32, 32), num_heads=(2, 4, 4, 4),
                  img_size=64, stem_hidden_dim=8)
@@ -244,7 +319,7 @@ def _tiny_volo_cfg(digits_root, label_root, mixup, cutmix, K=3):
     ds.data_root = digits_root
     ds.metainfo = dict(classes=[f'digit_{i}' for i in range(10)])
     ds.pipeline[1]['label_root'] = label_root
-    ds.pipeline[2]['scale'] = 64
+    ds.pipeline[3]['scale'] = 64  # TokenLabelRandomResizedCrop
     return apply_hat(cfg)
 
 
@@ -488,9 +563,10 @@ model = dict(model_name=None, arch={TINY_ARCH!r}, num_classes=10, drop_path_rate
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadTokenLabel', label_root={digits_token_labels[0]!r}),
+    {{{{_base_.token_label_randaugment}}}},  # the configs' RandAugment, moving the map
     dict(type='TokenLabelRandomResizedCrop', scale=64, backend='pillow',
          interpolation='bicubic'),
-    {{{{_base_.train_augments}}}},  # the configs' flip, RandAugment, erasing
+    {{{{_base_.train_augments}}}},  # the configs' flip, erasing
     dict(type='PackInputs', algorithm_keys=('token_label', 'token_label_box')),
 ]
 test_pipeline = [

@@ -8,14 +8,12 @@
 #     float16 [2, k, H, W] = top-k teacher logits / class indices). The maps released with
 #     the VOLO code (NFNet-F6 teacher, `label_top5_train_nfnet`) or
 #     tools/dataset_converters/make_token_labels.py;
+#   - RandAugment first, on the whole image, as tlt runs it (before the crop), with its
+#     geometric operations moving the score map along (TokenLabelRotate/Shear/Translate);
 #   - TokenLabelRandomResizedCrop + RandomFlip record where the crop lies; the data
 #     preprocessor cuts the dense targets out with roi_align (label_size = img_size // 16)
 #     and mixes images and targets (timm's batch-mode mixup/cutmix, done there because the
-#     dense targets must follow the images);
-#   - RandAugment with the photometric policies of timm's increasing set only: the geometric
-#     ones (Rotate, Shear, Translate) would move pixels under fixed dense targets here (tlt
-#     transforms its label maps with them). `policies='timm_increasing'` restores them, with
-#     misaligned dense targets for those samples.
+#     dense targets must follow the images).
 _base_ = [
     'mmpretrain::_base_/datasets/imagenet_bs64_swin_224.py',
     'mmpretrain::_base_/schedules/imagenet_bs1024_adamw_swin.py',
@@ -52,10 +50,13 @@ model = dict(
 
 bgr_mean = [103.53, 116.28, 123.675]
 bgr_std = [57.375, 57.12, 58.395]
-photometric_randaug_policies = [
+# timm's RandAugment 'rand-m9-mstd0.5-inc1' (mmpretrain's 'timm_increasing' policies) with
+# the geometric operations replaced by their token-label-moving versions.
+token_label_randaug_policies = [
     dict(type='AutoContrast'),
     dict(type='Equalize'),
     dict(type='Invert'),
+    dict(type='TokenLabelRotate', magnitude_range=(0, 30)),
     dict(type='Posterize', magnitude_range=(4, 0)),
     dict(type='Solarize', magnitude_range=(256, 0)),
     dict(type='SolarizeAdd', magnitude_range=(0, 110)),
@@ -63,20 +64,28 @@ photometric_randaug_policies = [
     dict(type='Contrast', magnitude_range=(0, 0.9)),
     dict(type='Brightness', magnitude_range=(0, 0.9)),
     dict(type='Sharpness', magnitude_range=(0, 0.9)),
+    dict(type='TokenLabelShear', magnitude_range=(0, 0.3), direction='horizontal'),
+    dict(type='TokenLabelShear', magnitude_range=(0, 0.3), direction='vertical'),
+    dict(type='TokenLabelTranslate', magnitude_range=(0, 0.45), direction='horizontal'),
+    dict(type='TokenLabelTranslate', magnitude_range=(0, 0.45), direction='vertical'),
 ]
-# The resolution-free part of the training pipeline, one block that the 224 configs and the
-# high-resolution fine-tuning configs (hat_volo_d1_384.py, ...) share.
+# The resolution-free parts of the training pipeline, shared with the high-resolution
+# fine-tuning configs (hat_volo_d1_384.py, ...): RandAugment before the crop, as tlt's
+# transforms run (flip, RandAugment, crop; the flip commutes with the others in
+# distribution, so it stays after the crop here), then flip and erasing.
+token_label_randaugment = dict(
+    type='RandAugment', policies=token_label_randaug_policies, num_policies=2,
+    total_level=10, magnitude_level=9, magnitude_std=0.5,
+    hparams=dict(pad_val=[104, 116, 124], interpolation='bicubic'))
 train_augments = dict(type='Compose', transforms=[
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    dict(type='RandAugment', policies=photometric_randaug_policies, num_policies=2,
-         total_level=10, magnitude_level=9, magnitude_std=0.5,
-         hparams=dict(pad_val=[104, 116, 124], interpolation='bicubic')),
     dict(type='RandomErasing', erase_prob=0.25, mode='rand', min_area_ratio=0.02,
          max_area_ratio=1 / 3, fill_color=bgr_mean, fill_std=bgr_std),
 ])
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadTokenLabel', label_root=token_label_root),
+    token_label_randaugment,
     dict(type='TokenLabelRandomResizedCrop', scale=img_size, backend='pillow',
          interpolation='bicubic'),
     train_augments,

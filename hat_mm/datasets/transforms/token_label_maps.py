@@ -15,10 +15,11 @@ image (``token_label_box``, normalised ``(x0, y0, x1, y1)``) and whether it was 
 (:class:`hat_mm.models.TokenLabelDataPreprocessor`) then cuts the dense
 targets out of the map with ``roi_align`` on the batch, as ``tlt`` does. Supported spatial
 transforms: :class:`TokenLabelRandomResizedCrop` (once) and ``RandomFlip`` (horizontal,
-vertical or diagonal) after it. Photometric transforms (colour RandAugment policies,
-``ColorJitter``, ``RandomErasing``) do not move pixels and need nothing. Geometric
-RandAugment policies (Rotate, Shear, Translate) are NOT label-aware here: the VOLO configs
-of this project use the photometric RandAugment policies only.
+vertical or diagonal) after it, and before the crop RandAugment's geometric operations in
+their versions that move the map itself (:mod:`.token_label_geometric`: ``TokenLabelRotate``,
+``TokenLabelShear``, ``TokenLabelTranslate``; mmpretrain's plain ``Rotate``, ``Shear`` and
+``Translate`` would move the pixels under a map that stays). Photometric transforms (colour
+RandAugment policies, ``ColorJitter``, ``RandomErasing``) do not move pixels and need nothing.
 """
 import os.path as osp
 from typing import Optional
