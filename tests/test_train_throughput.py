@@ -88,3 +88,21 @@ def test_loader_table_marks_more_workers_than_cores(monkeypatch):
     lines = loader_table(args, rows, [1230]).split('\n')
     assert '| 4 | 1000 | 250 | 5 |' in lines  # ceil(1230 / 250)
     assert '| 8 (more than the cores) | 1200 | 150 | 9 |' in lines
+
+
+def test_loader_only_writes_token_label_maps_for_a_volo_config(tmp_path):
+    """A pipeline that loads token-label score maps (the VOLO configs) gets random maps of the
+    model's label grid beside the generated images, and its loader runs on them."""
+    import torch
+    volo = os.path.join(os.path.dirname(DEMO_CONFIG), '..', 'hat_volo_d1_224.py')
+    data = tmp_path / 'data'
+    rows = main([volo, '--loader-only', '--workers', '0', '--batch-size', '2', '--iters', '3',
+                 '--skip', '1', '--data', str(data), '--image-size', '64x48',
+                 '--work-dir', str(tmp_path / 'work')])
+    assert rows[0]['timed_iters'] == 2 and rows[0]['img_per_s'] > 0
+    train = (data / 'meta' / 'train.txt').read_text().split()[0::2]
+    maps = [torch.load(data / 'token_labels' / (os.path.splitext(rel)[0] + '.pt'),
+                       weights_only=True) for rel in train]
+    assert len(maps) == 6 and all(m.shape == (2, 5, 14, 14) and m.dtype == torch.float16
+                                  for m in maps)
+    assert all(0 <= m[1].min() and m[1].max() < 1000 for m in maps)

@@ -9,7 +9,8 @@ on generated JPEG data, for several numbers of data-loading workers:
 
 For each worker count, one run of ``tools/train.py`` (one process, one GPU) trains ``--iters``
 iterations in HAT's adversarial phase on ``make_synthetic_imagenet.py`` images (500x375 JPEG,
-about ImageNet's file size; generated once into ``--data``). The throughput is the global
+about ImageNet's file size; generated once into ``--data``, with random token-label score
+maps when the pipeline loads them, as the VOLO configs' does). The throughput is the global
 batch over the median logged iteration time after the first ``--skip`` iterations; the data
 share is mmengine's ``data_time`` over ``time`` (the wait for the next batch). The smallest
 worker count within 3% of the best throughput, with a data share under 5%, is the one that
@@ -87,6 +88,27 @@ def ensure_data(path, images, size):
     print(f'[train_throughput] generating {images} JPEG images into {path} ...', flush=True)
     make_synthetic_imagenet(path, num_train=images, num_val=0, num_classes=10,
                             size=parse_size(size))
+
+
+def token_label_options(args):
+    """For a pipeline with ``LoadTokenLabel`` (the VOLO configs): random score maps of the
+    model's label grid beside the generated images, and the option that points to them."""
+    from mmengine.config import Config
+    from tools.dataset_converters.make_synthetic_imagenet import make_synthetic_token_labels
+    cfg = Config.fromfile(args.config)
+    steps = [s.get('type') for s in cfg.train_dataloader.dataset.pipeline]
+    if 'LoadTokenLabel' not in steps:
+        return []
+    grid = cfg.model.get('data_preprocessor', {}).get('label_size', 14)
+    root = osp.join(args.data, 'token_labels')
+    with open(osp.join(args.data, 'meta', 'train.txt')) as f:
+        last = [line.split()[0] for line in f if line.strip()][-1]
+    if not osp.isfile(osp.join(root, osp.splitext(last)[0] + '.pt')):
+        print(f'[train_throughput] writing {grid}x{grid} token-label maps into {root}',
+              flush=True)
+        make_synthetic_token_labels(args.data, grid=grid)
+    return [f'train_dataloader.dataset.pipeline.{steps.index("LoadTokenLabel")}'
+            f'.label_root={root}']
 
 
 def measure(args, workers):
@@ -194,6 +216,7 @@ def table(args, rows, step):
 def main(argv=None):
     args = parse_args(argv)
     ensure_data(args.data, args.iters * args.batch_size, args.image_size)
+    args.cfg_options = token_label_options(args) + args.cfg_options
     step = None
     if args.step_json:
         with open(args.step_json) as f:

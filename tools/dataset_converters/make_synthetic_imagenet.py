@@ -9,6 +9,11 @@ without the real data set:
 
     python tools/dataset_converters/make_synthetic_imagenet.py data/synthetic_imagenet \\
         [--train 4096] [--val 256] [--classes 100] [--size 500x375] [--quality 90]
+        [--token-labels GRID]
+
+``--token-labels GRID`` also writes a token-label score map per training image (the VOLO
+configs' ``LoadTokenLabel`` format: float16 ``[2, 5, GRID, GRID]``, random top-5 values and
+class indices) under ``<out>/token_labels``.
 
 Each image is a smooth random colour field with pixel noise on top, which JPEG compresses
 about as much as a photograph: 500x375 at quality 90 gives files of about 110 kB, like
@@ -70,6 +75,23 @@ def make_synthetic_imagenet(out, num_train=4096, num_val=256, num_classes=100,
                 mean_bytes=float(np.mean(sizes)))
 
 
+def make_synthetic_token_labels(out, grid=14, topk=5, num_classes=1000, seed=0):
+    """A random score map per training image of ``out`` (``meta/train.txt``), in
+    ``<out>/token_labels/<class>/<image>.pt``; returns that folder."""
+    import torch
+    root = osp.join(out, 'token_labels')
+    gen = torch.Generator().manual_seed(seed)
+    with open(osp.join(out, 'meta', 'train.txt')) as f:
+        files = [line.split()[0] for line in f if line.strip()]
+    for rel in files:
+        path = osp.join(root, osp.splitext(rel)[0] + '.pt')
+        os.makedirs(osp.dirname(path), exist_ok=True)
+        values = torch.rand(topk, grid, grid, generator=gen).sort(0, descending=True)[0]
+        index = torch.randint(0, num_classes, (topk, grid, grid), generator=gen).float()
+        torch.save(torch.stack([values * 10, index]).half(), path)
+    return root
+
+
 def parse_size(text):
     try:
         w, h = (int(v) for v in text.lower().split('x'))
@@ -88,11 +110,16 @@ def main():
     p.add_argument('--size', type=parse_size, default=(500, 375), help='WIDTHxHEIGHT')
     p.add_argument('--quality', type=int, default=90)
     p.add_argument('--workers', type=int, default=None)
+    p.add_argument('--token-labels', type=int, default=None, metavar='GRID',
+                   help='also write token-label score maps of GRID x GRID (VOLO at 224: 14)')
     a = p.parse_args()
     r = make_synthetic_imagenet(a.out, a.train, a.val, a.classes, a.size, a.quality,
                                 workers=a.workers)
     print(f"wrote {r['train']} train and {r['val']} val JPEG images ({r['classes']} classes, "
           f"{a.size[0]}x{a.size[1]}, mean {r['mean_bytes'] / 1e3:.0f} kB) to {a.out}")
+    if a.token_labels:
+        root = make_synthetic_token_labels(a.out, grid=a.token_labels)
+        print(f'wrote their {a.token_labels}x{a.token_labels} token-label maps to {root}')
 
 
 if __name__ == '__main__':
