@@ -55,12 +55,10 @@ optim_wrapper = dict(
 )
 auto_scale_lr = dict(enable=True, base_batch_size=1024)
 
-param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-3, by_epoch=True, end=5,
-         convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=True, begin=5, end=300,
-         convert_to_iter_based=True),
-]
+# timm's CosineLRScheduler as train_kd.py steps it (hat_mm/engine/timm_cosine_lr.py): 5
+# warm-up epochs from 1e-6 (DeiT's), cosine to 1e-5 over 300 epochs, 10 cool-down epochs.
+param_scheduler = [dict(type='TimmCosineLR', cosine_epochs=300, warmup_epochs=5,
+                        warmup_lr=1e-6, min_lr=1e-5)]
 train_cfg = dict(max_epochs=310)
 
 # Official: timm's crop_pct 0.9 (mmpretrain's recipe resizes to 256).

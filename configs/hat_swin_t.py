@@ -10,11 +10,3 @@ _base_ = ['./_base_/hat_swin.py']
 
 model = dict(backbone=dict(arch='tiny', drop_path_rate=0.2), head=dict(in_channels=768))
 train_dataloader = dict(batch_size=256)  # per GPU; 8 GPUs -> 2048
-
-# 20 warm-up epochs from 1e-6 = 5e-4 x the scaled lr of 2e-3 (8 x 256 images)
-param_scheduler = [
-    dict(type='LinearLR', start_factor=5e-4, by_epoch=True, end=20,
-         convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=True, begin=20, end=300,
-         convert_to_iter_based=True),
-]

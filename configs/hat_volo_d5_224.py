@@ -17,12 +17,6 @@ _base_ = [
 
 model = dict(model_name='volo_d5_224', drop_path_rate=0.75)
 optim_wrapper = dict(optimizer=dict(lr=8e-4))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-6 / 8e-4, by_epoch=True, end=20,
-         convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=True, begin=20, end=300,
-         convert_to_iter_based=True),
-]
 
 test_pipeline = [
     dict(type='LoadImageFromFile'),

@@ -49,8 +49,9 @@ def test_pretraining_config(name):
     assert cfg.optim_wrapper.optimizer.lr == 1e-3
     assert cfg.auto_scale_lr == dict(enable=True, base_batch_size=1024)
     assert cfg.train_cfg.max_epochs == 310
-    assert cfg.param_scheduler[0].end == warmup
-    assert cfg.param_scheduler[1].eta_min == 1e-5 and cfg.param_scheduler[1].end == 300
+    # timm's CosineLRScheduler as the official train.py steps it (per epoch, absolute LRs)
+    assert cfg.param_scheduler == [dict(type='TimmCosineLR', cosine_epochs=300,
+                                        warmup_epochs=warmup, warmup_lr=1e-6, min_lr=1e-5)]
     # the recipe's data pipeline and batch augments are inherited
     assert [a['type'] for a in cfg.model.train_cfg.augments] == ['Mixup', 'CutMix']
     assert cfg.model.head.loss.label_smooth_val == 0.1

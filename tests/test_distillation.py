@@ -46,7 +46,9 @@ def test_deit_distilled_config():
     assert cfg.optim_wrapper.optimizer.weight_decay == 0.05
     assert cfg.optim_wrapper.paramwise_cfg.custom_keys['.dist_token'] == dict(decay_mult=0.0)
     assert cfg.auto_scale_lr == dict(enable=True, base_batch_size=1024)
-    assert cfg.train_cfg.max_epochs == 310 and cfg.param_scheduler[0].end == 5
+    assert cfg.train_cfg.max_epochs == 310
+    assert cfg.param_scheduler == [dict(type='TimmCosineLR', cosine_epochs=300,
+                                        warmup_epochs=5, warmup_lr=1e-6, min_lr=1e-5)]
     assert [a['type'] for a in cfg.model.train_cfg.augments] == ['Mixup', 'CutMix']
     with torch.device('meta'):
         model = MODELS.build(cfg.model)  # the teacher is not built with the student

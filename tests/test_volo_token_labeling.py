@@ -68,7 +68,9 @@ def test_volo_config(name):
     assert opt.paramwise_cfg.custom_keys['.pos_embed'] == dict(decay_mult=0.0)
     assert cfg.auto_scale_lr == dict(enable=True, base_batch_size=1024)
     assert cfg.train_cfg.max_epochs == epochs
-    assert cfg.param_scheduler[1].end == epochs - 10
+    assert cfg.param_scheduler == [dict(
+        type='TimmCosineLR', cosine_epochs=epochs - 10, warmup_epochs=20 if epochs == 310 else 5,
+        warmup_lr=1e-6, min_lr=1e-5 if epochs == 310 else 4e-6)]
     pipe = cfg.train_dataloader.dataset.pipeline
     flat = [s for t in pipe for s in (t['transforms'] if t['type'] == 'Compose' else [t])]
     # tlt's order: RandAugment on the whole image (its geometric operations moving the score

@@ -37,14 +37,11 @@ optim_wrapper = dict(
 )
 auto_scale_lr = dict(enable=True, base_batch_size=1024)
 
-# 20 warm-up epochs from 1e-6 (start factor 1e-6 / 1e-3 for 8 x 128), cosine to 1e-5 at epoch
-# 300, then 10 cool-down epochs at the minimum LR (timm: --epochs 300 + --cooldown-epochs 10).
-param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-3, by_epoch=True, end=20,
-         convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=True, begin=20, end=300,
-         convert_to_iter_based=True),
-]
+# Official: timm's CosineLRScheduler, one LR per epoch (hat_mm/engine/timm_cosine_lr.py): 20
+# warm-up epochs from 1e-6 (train.py's default), cosine to 1e-5 over 300 epochs (from epoch 0),
+# then 10 cool-down epochs at 1e-5 (--epochs 300 + --cooldown-epochs 10).
+param_scheduler = [dict(type='TimmCosineLR', cosine_epochs=300, warmup_epochs=20,
+                        warmup_lr=1e-6, min_lr=1e-5)]
 train_cfg = dict(max_epochs=310)
 
 # Official evaluation (validate.py): timm's crop_pct 0.9 of Swin: resize the short side to

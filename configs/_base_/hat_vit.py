@@ -61,13 +61,11 @@ randomness = dict(seed=42, diff_rank_seed=True)
 optim_wrapper = dict(optimizer=dict(lr=1e-3, weight_decay=0.05), clip_grad=None)
 auto_scale_lr = dict(enable=True, base_batch_size=1024)
 
-# 5 warm-up epochs from 1e-6, cosine to 1e-5 at epoch 300, 10 cool-down epochs (310).
-param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-3, by_epoch=True, end=5,
-         convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=True, begin=5, end=300,
-         convert_to_iter_based=True),
-]
+# timm's CosineLRScheduler as the official train.py steps it, one LR per epoch
+# (hat_mm/engine/timm_cosine_lr.py): 5 warm-up epochs from 1e-6 (DeiT's), cosine to 1e-5
+# over 300 epochs, 10 cool-down epochs at 1e-5 (310).
+param_scheduler = [dict(type='TimmCosineLR', cosine_epochs=300, warmup_epochs=5,
+                        warmup_lr=1e-6, min_lr=1e-5)]
 train_cfg = dict(max_epochs=310)
 
 # Official: no EMA (--model-ema is off by default and no published command turns it on).

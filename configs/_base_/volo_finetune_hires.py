@@ -15,10 +15,6 @@ _base_ = [
 model = dict(token_label_loss=dict(ground_truth=True))  # TokenLabelGTCrossEntropy
 
 optim_wrapper = dict(optimizer=dict(lr=8e-6, weight_decay=1e-8))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-6 / 8e-6, by_epoch=True, end=5,
-         convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', eta_min=4e-6, by_epoch=True, begin=5, end=30,
-         convert_to_iter_based=True),
-]
+param_scheduler = [dict(type='TimmCosineLR', cosine_epochs=30, warmup_epochs=5,
+                        warmup_lr=1e-6, min_lr=4e-6)]  # + 10 cool-down epochs at 4e-6
 train_cfg = dict(max_epochs=40)

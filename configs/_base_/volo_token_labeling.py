@@ -130,14 +130,12 @@ optim_wrapper = dict(
     clip_grad=None,
 )
 auto_scale_lr = dict(enable=True, base_batch_size=1024)
-# 20 warm-up epochs from 1e-6, cosine to 1e-5 at 300, 10 cool-down epochs (train.py defaults;
-# the VOLO README: "train volo_d1 on 224 with 310 epoch")
-param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-6 / 1.6e-3, by_epoch=True, end=20,
-         convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=True, begin=20, end=300,
-         convert_to_iter_based=True),
-]
+# timm's CosineLRScheduler as train.py steps it, one LR per epoch
+# (hat_mm/engine/timm_cosine_lr.py): 20 warm-up epochs from 1e-6, cosine to 1e-5 over 300
+# epochs, 10 cool-down epochs (train.py defaults; the VOLO README: "train volo_d1 on 224 with
+# 310 epoch").
+param_scheduler = [dict(type='TimmCosineLR', cosine_epochs=300, warmup_epochs=20,
+                        warmup_lr=1e-6, min_lr=1e-5)]
 train_cfg = dict(by_epoch=True, max_epochs=310, val_interval=1)
 
 # Official: timm's CheckpointSaver keeps the best top-1 checkpoint (model_best.pth.tar) and

@@ -5,7 +5,9 @@ from .non_finite_hook import NonFiniteCheckHook, TrainingDivergedError
 from .pretrained_keys_hook import CheckPretrainedKeysHook, compare_with_checkpoint
 from .resume import prepare_resume
 from .rng_state_hook import RNGStateHook
+from .timm_cosine_lr import TimmCosineLR, timm_cosine_lr
 
 __all__ = ['HATPhaseHook', 'HATRunner', 'apply_hat', 'CheckPretrainedKeysHook',
            'compare_with_checkpoint', 'AtomicLocalBackend', 'SafeCheckpointHook',
-           'NonFiniteCheckHook', 'TrainingDivergedError', 'prepare_resume', 'RNGStateHook']
+           'NonFiniteCheckHook', 'TrainingDivergedError', 'prepare_resume', 'RNGStateHook',
+           'TimmCosineLR', 'timm_cosine_lr']
