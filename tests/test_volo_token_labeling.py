@@ -255,10 +255,12 @@ def test_geometric_randaugment_keeps_the_image_and_random_numbers_of_mmpretrain(
             assert np.array_equal(ra['img'], rb['img']) and np.random.rand() == next_a
         # after a crop the whole-image map can no longer be moved: refused with the fix
         np.random.seed(0)
-        with pytest.raises(ValueError, match='before TokenLabelRandomResizedCrop'):
-            TRANSFORMS.build(dict(type=ours, magnitude_range=(0.1, 0.3), prob=1.0, **extra))(
-                dict(img=img.copy(), token_label=label.clone(),
-                     token_label_box=np.array([0.1, 0, 1, 1], np.float32)))
+        op = TRANSFORMS.build(dict(type=ours, magnitude_range=(0.1, 0.3), prob=1.0, **extra))
+        with pytest.raises(ValueError, match='already cropped.*before TokenLabelRandomResized'):
+            op(dict(img=img.copy(), token_label=label.clone(),
+                    token_label_box=np.array([0.1, 0, 1, 1], np.float32)))
+        with pytest.raises(ValueError, match='already flipped.*and RandomFlip'):  # flip first
+            op(dict(img=img.copy(), token_label=label.clone(), flip=True))
 
 
 # ----------------------------------------------------------------------------- demo data

@@ -14,8 +14,8 @@ the image, by nearest cell, the values 0 where the source lies outside the image
 indices those of the nearest edge cell, as ``tlt`` does. The map goes through the image's
 own pixel geometry, so it stays aligned on images that are not square (``tlt`` warps the
 grid as if the image were square). Use them, as the VOLO configs do, inside ``RandAugment``
-before ``TokenLabelRandomResizedCrop``: on a crop the map would have to be cut first, so they
-refuse to run after one.
+before ``TokenLabelRandomResizedCrop`` and ``RandomFlip``: the map is cut and flipped only in
+the data preprocessor, so they refuse to run after a crop or a flip.
 """
 import cv2
 import numpy as np
@@ -64,11 +64,13 @@ class _MovesTokenLabel:
         results = super().transform(results)
         if self._applied is not None and 'token_label' in results:
             box = tuple(float(v) for v in results.get('token_label_box', FULL_IMAGE))
-            if not np.allclose(box, FULL_IMAGE):
+            if not np.allclose(box, FULL_IMAGE) or results.get('flip'):
+                done = f'cropped (token_label_box={box})' if not np.allclose(
+                    box, FULL_IMAGE) else 'flipped (the map is flipped after its crop)'
                 raise ValueError(
                     f'{type(self).__name__} moves the token-label map of the whole image, but '
-                    f'the image was already cropped (token_label_box={box}). Put RandAugment '
-                    'before TokenLabelRandomResizedCrop, as configs/_base_/'
+                    f'the image was already {done}. Put RandAugment before '
+                    'TokenLabelRandomResizedCrop and RandomFlip, as configs/_base_/'
                     'volo_token_labeling.py does.')
             results['token_label'] = warp_token_label(
                 results['token_label'], self._affine(self._applied, height, width),
