@@ -35,7 +35,7 @@ def main(argv=None):
     import hat_mm  # noqa: F401
     from hat_mm.datasets import check_annotation_files
     from hat_mm.utils import (check_checkpoint_file, check_dataset_paths, check_evaluator_files,
-                              init_cpu_process_group, load_weights_strict,
+                              end_process_group, init_cpu_process_group, load_weights_strict,
                               set_collective_timeout, watch_ranks)
     from hat_mm.utils.tool_args import load_tool_config
 
@@ -64,6 +64,7 @@ def main(argv=None):
     runner.logger.info(f'Loaded every weight of the model from {args.checkpoint}')
     with watch_ranks(timeout):
         metrics = runner.test()
+    end_process_group()  # every rank done: a clean teardown, not the interpreter's
 
     if runner.rank == 0:
         # numbers.Real: numpy scalars too (mmseg's mIoU is a float32 under numpy 2)

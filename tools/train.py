@@ -61,7 +61,7 @@ def main(argv=None):
     from hat_mm.datasets import check_annotation_files, enable_skip_unreadable_images
     from hat_mm.engine import HATRunner, prepare_resume
     from hat_mm.utils import (check_checkpoint_file, check_dataset_paths, check_evaluator_files,
-                              check_pretrained_paths, init_cpu_process_group,
+                              check_pretrained_paths, end_process_group, init_cpu_process_group,
                               set_collective_timeout, watch_ranks)
     from hat_mm.utils.tool_args import load_tool_config
 
@@ -89,6 +89,7 @@ def main(argv=None):
         prepare_resume(runner)  # the checkpoint found (or none), checked against the model
     with watch_ranks(timeout):  # a lost rank is named when a collective fails
         runner.train()
+    end_process_group()  # every rank done: a clean teardown, not the interpreter's
 
 
 if __name__ == '__main__':

@@ -67,3 +67,14 @@ def init_cpu_process_group(cfg, launcher: str) -> None:
     timeout = cfg.env_cfg.dist_cfg.timeout
     dist.init_process_group(backend='gloo', timeout=datetime.timedelta(seconds=timeout))
     cfg.env_cfg.dist_cfg.backend = 'gloo'
+
+
+def end_process_group() -> None:
+    """Tear ``torch.distributed`` down at the end of a tool: wait until every rank is done,
+    then destroy the process group. Left to the interpreter's exit, gloo's and the store's
+    threads are torn down in no fixed order, and a rank sometimes ended with SIGABRT
+    (``terminate called without an active exception``) after finishing its work, so a
+    finished job exited non-zero."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
