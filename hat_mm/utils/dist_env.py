@@ -1,11 +1,12 @@
-"""Collective timeout and NCCL error handling for distributed runs.
+"""Collective timeout, NCCL error handling and teardown for distributed runs.
 
 A rank that dies or hangs leaves the others waiting inside a collective (DDP's gradient
 all-reduce, a barrier, the gathering of validation results). They wait at most
 ``env_cfg.dist_cfg.timeout`` seconds -- mmengine's key, passed to ``init_process_group`` --
 and then fail. :func:`set_collective_timeout` gives it a default in minutes when the config
 leaves it out, and turns on NCCL's error handling, without which a timed-out NCCL collective
-is logged but never ends the process.
+is logged but never ends the process. :func:`end_process_group` ends a finished run with a
+barrier and ``destroy_process_group`` rather than leaving the teardown to the interpreter.
 """
 import datetime
 import os
