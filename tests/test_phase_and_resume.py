@@ -119,3 +119,29 @@ def test_weights_only_protection_stays_on(tmp_path):
     torch.save({'state_dict': {}, 'x': _SneakyGetattr()}, path)
     with pytest.raises(pickle.UnpicklingError, match='not allowed'):
         torch.load(path)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a GPU to map the states onto')
+def test_rng_states_restore_from_a_checkpoint_mapped_onto_the_gpu(tmp_path):
+    """mmengine resumes with the checkpoint mapped onto the GPU; the generators take CPU byte
+    tensors only (on the first GPU run every resumed pretraining stopped with 'RNG state must
+    be a torch.ByteTensor')."""
+    import random
+
+    import numpy as np
+
+    from hat_mm.engine.rng_state_hook import get_rng_state, set_rng_state
+
+    def draw():
+        return (torch.rand(4), np.random.rand(4), random.random(),
+                torch.rand(4, device='cuda').cpu())
+
+    torch.zeros(1, device='cuda')  # the CUDA generator exists, so its state is kept
+    torch.save(dict(rng_state=get_rng_state()), tmp_path / 'epoch_1.pth')
+    expected = draw()
+    loaded = torch.load(tmp_path / 'epoch_1.pth', weights_only=True,
+                        map_location=lambda storage, loc: storage.cuda())['rng_state']
+    assert loaded['torch'].is_cuda and loaded['cuda'].is_cuda and loaded['numpy']['keys'].is_cuda
+    set_rng_state(loaded)
+    for got, want in zip(draw(), expected):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))

@@ -45,14 +45,17 @@ def get_rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state['torch'])
+    """Restore :func:`get_rng_state`'s states, wherever the checkpoint's tensors were loaded:
+    mmengine resumes with the checkpoint mapped onto the GPU, and the generators take CPU
+    byte tensors only."""
+    torch.set_rng_state(state['torch'].cpu())
     version, internal, gauss_next = state['python']
     random.setstate((version, tuple(internal), gauss_next))
     n = state['numpy']
-    np.random.set_state((n['name'], n['keys'].numpy().astype(np.uint32), n['pos'],
+    np.random.set_state((n['name'], n['keys'].cpu().numpy().astype(np.uint32), n['pos'],
                          n['has_gauss'], n['gauss']))
     if 'cuda' in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state['cuda'])
+        torch.cuda.set_rng_state(state['cuda'].cpu())
 
 
 class EpochSeededPipeline:
