@@ -48,8 +48,10 @@ env_cfg = dict(cudnn_benchmark=True)
 randomness = dict(seed=42, diff_rank_seed=True)
 
 # timm's optimizer filter skips DeiT's no_weight_decay() = pos_embed, cls_token, dist_token
+# fused=True: torch's one-kernel AdamW (the same update as the for-each AdamW the official
+# code runs; tests/test_fast_paths.py), measured 5-6% faster per HAT step on an H100.
 optim_wrapper = dict(
-    optimizer=dict(lr=1e-3, weight_decay=0.05),
+    optimizer=dict(lr=1e-3, weight_decay=0.05, fused=True),
     paramwise_cfg=dict(custom_keys={'.dist_token': dict(decay_mult=0.0)}),
     clip_grad=None,
 )

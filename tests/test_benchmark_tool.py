@@ -147,8 +147,11 @@ def test_benchmark_tables_measure_every_speed_option(tmp_path):
     from tools.analysis.benchmark_tables import main as tables_main
     from tools.analysis.benchmark_tables import variants_for
     swin, vit = variants_for('configs/hat_swin_t.py'), variants_for(DEMO_CONFIG)
-    assert set(swin) - set(vit) == {'fused', 'fused+compile', 'fused+cudagraphs'}
+    assert set(swin) - set(vit) == {'fused', 'fused+compile', 'fused+cudagraphs', 'foreach-adamw'}
     assert set(vit) == {'eager', 'compile', 'cudagraphs', 'fused-adamw', 'channels-last', 'all'}
+    # the paper configs have the fused AdamW on: their variant measures the for-each one
+    assert 'fused-adamw' not in swin and swin['foreach-adamw'] == [
+        '--cfg-options', 'optim_wrapper.optimizer.fused=False']
     assert swin['fused+cudagraphs'][:3] == ['--compile', '--compile-mode', 'reduce-overhead']
     with pytest.raises(SystemExit, match=r"--variants: unknown \['fused'\]"):
         tables_main(['--configs', DEMO_CONFIG, '--variants', 'fused', '--out-dir',

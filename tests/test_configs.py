@@ -94,6 +94,8 @@ def test_no_clipping_best_checkpoint_no_ema(name):
     assert cfg.env_cfg.cudnn_benchmark is True
     # train.py / train_kd.py: torch.manual_seed(args.seed + args.rank), np.random.seed(same)
     assert cfg.randomness == dict(seed=42, deterministic=False, diff_rank_seed=True)
+    # torch's fused AdamW: the same update (test_fast_paths), 5-6% faster per step on an H100
+    assert cfg.optim_wrapper.optimizer.type == 'AdamW' and cfg.optim_wrapper.optimizer.fused
 
 
 @pytest.mark.parametrize('name', [n for n in ALL_PAPER_CONFIGS if 'volo' not in n])

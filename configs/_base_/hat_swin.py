@@ -23,8 +23,10 @@ randomness = dict(seed=42, diff_rank_seed=True)
 
 # timm convention of the official code: lr is given for a total batch of 1024 and scaled
 # linearly with the real total batch (auto_scale_lr), on any number of GPUs.
+# fused=True: torch's one-kernel AdamW (the same update as the for-each AdamW the official
+# code runs; tests/test_fast_paths.py), measured 5-6% faster per HAT step on an H100.
 optim_wrapper = dict(
-    optimizer=dict(lr=1e-3, weight_decay=0.05),
+    optimizer=dict(lr=1e-3, weight_decay=0.05, fused=True),
     # Official: no clipping. The HAT loop calls optimizer.step() itself after the K backward
     # passes; --clip-grad is parsed but only timm's loss scaler would apply it, and that path
     # is not used. To clip anyway: --cfg-options optim_wrapper.clip_grad._delete_=True

@@ -58,7 +58,10 @@ env_cfg = dict(cudnn_benchmark=True)
 randomness = dict(seed=42, diff_rank_seed=True)
 
 # Official: no clipping (the HAT loop calls optimizer.step() itself; --clip-grad is unused).
-optim_wrapper = dict(optimizer=dict(lr=1e-3, weight_decay=0.05), clip_grad=None)
+# fused=True: torch's one-kernel AdamW (the same update as the for-each AdamW the official
+# code runs; tests/test_fast_paths.py), measured 5-6% faster per HAT step on an H100.
+optim_wrapper = dict(optimizer=dict(lr=1e-3, weight_decay=0.05, fused=True),
+                     clip_grad=None)
 auto_scale_lr = dict(enable=True, base_batch_size=1024)
 
 # timm's CosineLRScheduler as the official train.py steps it, one LR per epoch

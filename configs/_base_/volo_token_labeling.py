@@ -121,8 +121,10 @@ randomness = dict(seed=42, diff_rank_seed=True)
 # timm's AdamW as the official script builds it: lr per 1024 images scaled linearly,
 # weight decay 0.05, none on 1-D parameters and on VOLO's no_weight_decay() = pos_embed,
 # cls_token; no gradient clipping (train.py default).
+# fused=True: torch's one-kernel AdamW (the same update as the for-each AdamW the official
+# code runs; tests/test_fast_paths.py), measured 5-6% faster per HAT step on an H100.
 optim_wrapper = dict(
-    optimizer=dict(lr=1.6e-3, weight_decay=0.05),
+    optimizer=dict(lr=1.6e-3, weight_decay=0.05, fused=True),
     paramwise_cfg=dict(custom_keys={
         '.pos_embed': dict(decay_mult=0.0),
         '.cls_token': dict(decay_mult=0.0),

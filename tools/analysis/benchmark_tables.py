@@ -8,7 +8,8 @@
 For each config, ``benchmark_hat.py`` runs once with all three steps on the stock model and
 hat-mm's step as configured, then once per speed option with hat-mm's step only:
 ``compile``, ``cudagraphs`` (``torch.compile`` mode ``reduce-overhead``: inductor and CUDA
-graphs), ``fused-adamw`` (``AdamW(fused=True)``), ``channels-last``, for Swin configs ``fused``
+graphs), ``fused-adamw`` (``AdamW(fused=True)``; ``foreach-adamw``, ``fused=False``, for
+configs that have it on, as the paper configs do), ``channels-last``, for Swin configs ``fused``
 (``fused_window_attention``), ``fused+compile`` and ``fused+cudagraphs``, and ``all`` of them
 together (``compile`` in its default mode). Each run is a separate process (its own compile
 caches and memory). The JSON and the output of every run are kept in ``--out-dir``; the tables
@@ -42,7 +43,8 @@ def parse_args(argv=None):
     p.add_argument('--warmup', type=int, default=5)
     p.add_argument('--device', default=None)
     p.add_argument('--variants', default=None,
-                   help='comma-separated subset of eager,compile,cudagraphs,fused-adamw,'
+                   help='comma-separated subset of eager,compile,cudagraphs,fused-adamw (or '
+                   'foreach-adamw),'
                    'channels-last,fused,fused+compile,fused+cudagraphs,all; eager (the '
                    'baseline, all three steps) runs too unless it is not listed and its JSON '
                    'from an earlier run is in --out-dir')
@@ -61,7 +63,11 @@ def variants_for(config):
     adamw = ['--cfg-options', 'optim_wrapper.optimizer.fused=True']
     graphs = ['--compile', '--compile-mode', 'reduce-overhead']  # inductor + CUDA graphs
     variants = {'eager': [], 'compile': ['--compile'], 'cudagraphs': graphs,
-                'fused-adamw': adamw, 'channels-last': ['--channels-last']}
+                'channels-last': ['--channels-last']}
+    if cfg.optim_wrapper.get('optimizer', {}).get('fused'):  # the paper configs: the other way
+        variants['foreach-adamw'] = ['--cfg-options', 'optim_wrapper.optimizer.fused=False']
+    else:
+        variants['fused-adamw'] = adamw
     every = ['--compile', '--channels-last'] + adamw
     if swin:
         fused = ['--cfg-options', 'model.fused_window_attention=True']
