@@ -71,7 +71,8 @@ def test_import_hat_mm_turns_the_multimodal_models_off(tmp_path):
             MODELS.build(dict(type='BlipCaption'))
         except ImportError as e:
             print('placeholder:', e)
-        print('warned:', [str(w.message) for w in caught if 'transformers 5.17.0' in str(w.message)])
+        print('warned:', [str(w.message) for w in caught
+                          if 'transformers 5.17.0' in str(w.message)])
     ''', path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert 'placeholder:' in proc.stdout and 'transformers' in proc.stdout
