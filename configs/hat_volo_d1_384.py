@@ -29,7 +29,7 @@ train_pipeline = [
     {{_base_.token_label_randaugment}},  # on the whole image, moving the score map
     dict(type='TokenLabelRandomResizedCrop', scale=img_size, backend='pillow',
          interpolation='bicubic'),
-    {{_base_.train_augments}},  # flip, erasing (_base_/volo_token_labeling.py)
+    {{_base_.train_augments}},  # flip (_base_/volo_token_labeling.py)
     dict(type='PackInputs', algorithm_keys=('token_label', 'token_label_box')),
 ]
 test_pipeline = [

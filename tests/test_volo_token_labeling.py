@@ -74,10 +74,13 @@ def test_volo_config(name):
     pipe = cfg.train_dataloader.dataset.pipeline
     flat = [s for t in pipe for s in (t['transforms'] if t['type'] == 'Compose' else [t])]
     # tlt's order: RandAugment on the whole image (its geometric operations moving the score
-    # map), then the crop; flip (which commutes with both in distribution) and erasing
+    # map), then the crop; flip (which commutes with both in distribution); erasing is in the
+    # data preprocessor, after the mixing (tlt's prefetcher)
     assert [t['type'] for t in flat] == [
         'LoadImageFromFile', 'LoadTokenLabel', 'RandAugment', 'TokenLabelRandomResizedCrop',
-        'RandomFlip', 'RandomErasing', 'PackInputs']
+        'RandomFlip', 'PackInputs']
+    assert cfg.model.data_preprocessor.erasing == dict(probability=0.25, mode='pixel',
+                                                       max_count=1)
     assert pipe[3]['scale'] == img
     policies = [p['type'] for p in flat[2]['policies']]
     assert len(policies) == 15 and {'TokenLabelRotate', 'TokenLabelShear',
@@ -316,8 +319,11 @@ def _tiny_volo_cfg(digits_root, label_root, mixup, cutmix, K=3):
     cfg.model.arch = dict(TINY_ARCH)
     cfg.model.num_classes = 10
     cfg.model.drop_path_rate = 0.0
+    # no erasing: the references here are of the mixing and the HAT step (erasing after the
+    # mixing: tests/test_erasing_preprocessor.py)
     cfg.model.data_preprocessor.update(num_classes=10, label_size=4, mean=[79.0] * 3,
-                                       std=[87.0] * 3, mixup_alpha=mixup, cutmix_alpha=cutmix)
+                                       std=[87.0] * 3, mixup_alpha=mixup, cutmix_alpha=cutmix,
+                                       erasing=None)
     cfg.hat = dict(cfg.hat, adv_iters=K)
     ds = cfg.train_dataloader.dataset
     ds.data_root = digits_root
@@ -570,7 +576,7 @@ train_pipeline = [
     {{{{_base_.token_label_randaugment}}}},  # the configs' RandAugment, moving the map
     dict(type='TokenLabelRandomResizedCrop', scale=64, backend='pillow',
          interpolation='bicubic'),
-    {{{{_base_.train_augments}}}},  # the configs' flip, erasing
+    {{{{_base_.train_augments}}}},  # the configs' flip
     dict(type='PackInputs', algorithm_keys=('token_label', 'token_label_box')),
 ]
 test_pipeline = [

@@ -17,9 +17,13 @@ model = dict(backbone=dict(drop_path_rate=0.1))
 # Official: the mean/std of timm's default config of vit_*_patch16_224, 0.5 / 0.5 on [0, 1]
 # (the official script takes them from the model). HAT's adv_eps = 2/255 and adv_lr = 1/255
 # act in this normalised space, so they must match for the perturbation to be the paper's.
-# The pixel fills of RandAugment (timm: round(255 * mean)) and random erasing (timm: N(0, 1)
-# in the normalised space) follow the same statistics.
-data_preprocessor = dict(mean=[127.5, 127.5, 127.5], std=[127.5, 127.5, 127.5])
+# The pixel fill of RandAugment (timm: round(255 * mean)) follows the same statistics.
+# Official (timm's / tlt's prefetcher): random erasing on the normalised batch after
+# mixup/cutmix, --reprob 0.25, --remode pixel (N(0, 1) per pixel), one block of 2% to 1/3 of
+# the image (hat_mm/models/erasing_preprocessor.py); so the train pipeline has none.
+data_preprocessor = dict(type='EraseAfterMixDataPreprocessor', mean=[127.5, 127.5, 127.5],
+                         std=[127.5, 127.5, 127.5],
+                         erasing=dict(probability=0.25, mode='pixel', max_count=1))
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='RandomResizedCrop', scale=224, backend='pillow', interpolation='bicubic'),
@@ -27,9 +31,6 @@ train_pipeline = [
     dict(type='RandAugment', policies='timm_increasing', num_policies=2, total_level=10,
          magnitude_level=9, magnitude_std=0.5,
          hparams=dict(pad_val=[128, 128, 128], interpolation='bicubic')),
-    dict(type='RandomErasing', erase_prob=0.25, mode='rand', min_area_ratio=0.02,
-         max_area_ratio=1 / 3, fill_color=[127.5, 127.5, 127.5],
-         fill_std=[127.5, 127.5, 127.5]),
     dict(type='PackInputs'),
 ]
 # Official evaluation (validate.py): timm's crop_pct 0.9 of vit_*_patch16_224: resize the

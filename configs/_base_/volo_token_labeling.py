@@ -45,11 +45,12 @@ model = dict(
         mixup_alpha=0.8,
         cutmix_alpha=1.0,
         switch_prob=0.5,
-        label_smoothing=0.1),
+        label_smoothing=0.1,
+        # Official (tlt's prefetcher): random erasing on the normalised batch after the
+        # mixing, --reprob 0.25, --remode pixel (hat_mm/models/erasing_preprocessor.py)
+        erasing=dict(probability=0.25, mode='pixel', max_count=1)),
 )
 
-bgr_mean = [103.53, 116.28, 123.675]
-bgr_std = [57.375, 57.12, 58.395]
 # timm's RandAugment 'rand-m9-mstd0.5-inc1' (mmpretrain's 'timm_increasing' policies) with
 # the geometric operations replaced by their token-label-moving versions.
 token_label_randaug_policies = [
@@ -72,15 +73,14 @@ token_label_randaug_policies = [
 # The resolution-free parts of the training pipeline, shared with the high-resolution
 # fine-tuning configs (hat_volo_d1_384.py, ...): RandAugment before the crop, as tlt's
 # transforms run (flip, RandAugment, crop; the flip commutes with the others in
-# distribution, so it stays after the crop here), then flip and erasing.
+# distribution, so it stays after the crop here), then the flip (random erasing is in the
+# data preprocessor, after the mixing).
 token_label_randaugment = dict(
     type='RandAugment', policies=token_label_randaug_policies, num_policies=2,
     total_level=10, magnitude_level=9, magnitude_std=0.5,
     hparams=dict(pad_val=[104, 116, 124], interpolation='bicubic'))
 train_augments = dict(type='Compose', transforms=[
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    dict(type='RandomErasing', erase_prob=0.25, mode='rand', min_area_ratio=0.02,
-         max_area_ratio=1 / 3, fill_color=bgr_mean, fill_std=bgr_std),
 ])
 train_pipeline = [
     dict(type='LoadImageFromFile'),

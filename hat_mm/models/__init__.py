@@ -1,6 +1,7 @@
 """Models of hat-mm, registered in mmpretrain's ``MODELS`` (losses first: the classifiers
 build them from config)."""
 from .losses import DistillationLoss, SymmetricKLLoss, TokenLabelLoss  # noqa: I001
+from .erasing_preprocessor import EraseAfterMixDataPreprocessor
 from .distillation import DistilledImageClassifier, HATDistilledImageClassifier
 from .hat_classifier import HATClassifierMixin, HATImageClassifier, HATTimmClassifier
 from .hat_ddp import HATDistributedDataParallel
@@ -10,4 +11,5 @@ from .volo import HATVOLOClassifier, VOLOClassifier
 __all__ = ['DistillationLoss', 'SymmetricKLLoss', 'TokenLabelLoss', 'HATClassifierMixin',
            'HATImageClassifier', 'HATTimmClassifier', 'HATDistributedDataParallel',
            'VOLOClassifier', 'HATVOLOClassifier', 'DistilledImageClassifier',
-           'HATDistilledImageClassifier', 'TokenLabelDataPreprocessor']
+           'HATDistilledImageClassifier', 'TokenLabelDataPreprocessor',
+           'EraseAfterMixDataPreprocessor']

@@ -5,10 +5,10 @@ from typing import List, Optional, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from mmpretrain.models import ClsDataPreprocessor
 from mmpretrain.registry import MODELS
 from timm.data import Mixup
 
+from .erasing_preprocessor import EraseAfterMixDataPreprocessor
 from .token_label_targets import dense_token_targets, rand_box, smooth, topk_to_dense
 
 Tensor = torch.Tensor
@@ -16,7 +16,7 @@ FLIP_CODES = {None: 0, 'horizontal': 1, 'vertical': 2, 'diagonal': 3}
 
 
 @MODELS.register_module()
-class TokenLabelDataPreprocessor(ClsDataPreprocessor):
+class TokenLabelDataPreprocessor(EraseAfterMixDataPreprocessor):
     """``ClsDataPreprocessor`` that builds the token-labeling targets and mixes the batch.
 
     In training, each sample gets ``gt_score`` (smoothed, mixed ground truth),
@@ -31,6 +31,8 @@ class TokenLabelDataPreprocessor(ClsDataPreprocessor):
     images, the ground truth, the class-token and the dense targets (the dense targets are
     mixed with the global ``lam`` also under cutmix, as in ``tlt``). It is done here because
     the dense targets must follow the images, so mmpretrain's ``batch_augments`` are refused.
+    Random erasing follows the mixing, as in the official loader
+    (:class:`EraseAfterMixDataPreprocessor`).
 
     Args:
         num_classes (int): number of classes.
@@ -41,7 +43,8 @@ class TokenLabelDataPreprocessor(ClsDataPreprocessor):
         mix_prob (float): probability of mixing a batch. Default 1.0.
         switch_prob (float): probability of cutmix when both are on. Default 0.5.
         label_smoothing (float): smoothing of every target. Default 0.1.
-        **kwargs: ``ClsDataPreprocessor`` arguments (mean, std, to_rgb, ...).
+        **kwargs: ``EraseAfterMixDataPreprocessor`` arguments (erasing, mean, std, to_rgb,
+            ...).
     """
 
     def __init__(self, num_classes: int, label_size: Optional[int] = None,
@@ -91,10 +94,7 @@ class TokenLabelDataPreprocessor(ClsDataPreprocessor):
                                            self.label_size)
         return gt, smooth(cls_t, self.label_smoothing), smooth(tok_t, self.label_smoothing)
 
-    def forward(self, data: dict, training: bool = False) -> dict:
-        data = super().forward(data, training)
-        if not training:
-            return data
+    def mix(self, data: dict) -> dict:
         inputs, samples = data['inputs'], data['data_samples']
         targets = self._targets(samples, inputs.device)
 
