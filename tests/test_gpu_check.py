@@ -142,7 +142,7 @@ def test_cpu_mode_end_to_end(tmp_path):
     assert vit['status'] == 'pass' and vit['sec_per_iter'] > 0
     assert vit['numbers'].startswith('2+2 iterations (resumed); loss ')
     assert rows['pretrain/vit_t/fp16']['status'] == 'skipped: no CUDA'
-    assert rows['det/swin_t']['status'] == 'skipped: needs a passing pretrain/swin_t/fp32 row'
+    assert rows['det/swin_t']['status'] == 'skipped: needs the checkpoint of pretrain/swin_t/fp32'
     # the logs are kept, the checkpoints are not
     log = (work / 'pretrain_vit_t_fp32.log').read_text()
     assert 'resumed epoch: 1' in log and 'loss_kl_adv' in log and '--no-validate' in log
@@ -150,3 +150,37 @@ def test_cpu_mode_end_to_end(tmp_path):
     table = (work / 'gpu_check.md').read_text()
     assert '2 rows at a time (s/iter includes their load)' in table.splitlines()[0]
     assert '| pretrain/vit_t/fp32 | pass |' in table and '| ops | pass |' in res.stdout
+
+
+def test_detection_and_segmentation_start_from_the_first_checkpoint_if_resume_fails(
+        tmp_path, monkeypatch):
+    """On the first GPU run every --resume failed, and det/seg, which waited for a passing
+    pretrain/swin_t/fp32 row, never ran. The first half's checkpoint is enough for them."""
+    def fake_train(self, cmd, required=(), env=None):
+        resume = '--resume' in cmd
+        if resume:
+            self.fail('train.py exited with 1 (resume)')
+            return 'TypeError: RNG state must be a torch.ByteTensor'
+        os.makedirs(self.dir, exist_ok=True)
+        open(os.path.join(self.dir, 'epoch_1.pth'), 'w').close()
+        return 'HAT: adversarial phase (K=3, eps=0.0078) until epoch 200'
+
+    monkeypatch.setattr(gpu_check.Row, 'train', fake_train)
+    check = gpu_check.GpuCheck(str(tmp_path), dict(imagenet=str(tmp_path / 'data')), False, 1,
+                               60, False)
+    row = check.run_row(gpu_check.SWIN_FP32)
+    assert row['status'].startswith('FAIL: train.py exited with 1 (resume)')
+    assert check.swin_checkpoint == str(tmp_path / 'pretrain_swin_t_fp32' / 'epoch_1.pth')
+    assert os.path.isfile(check.swin_checkpoint)  # kept for det and seg
+
+    # a first half that fails leaves no checkpoint to start from
+    def broken_train(self, cmd, required=(), env=None):
+        self.fail('train.py exited with 1')
+        return ''
+    monkeypatch.setattr(gpu_check.Row, 'train', broken_train)
+    check = gpu_check.GpuCheck(str(tmp_path / 'b'), dict(imagenet=str(tmp_path / 'data')),
+                               False, 1, 60, False)
+    check.run_row(gpu_check.SWIN_FP32)
+    assert check.swin_checkpoint is None
+    assert check.run_row('det/swin_t')['status'] == \
+        'skipped: needs the checkpoint of pretrain/swin_t/fp32'
