@@ -6,6 +6,7 @@
 _base_ = [
     'mmpretrain::swin_transformer/swin-tiny_16xb64_in1k.py',
     './hat.py',
+    './official_augmentation.py',
 ]
 
 # Official: train.py and train_kd.py set torch.backends.cudnn.benchmark = True (mmpretrain's
@@ -42,26 +43,16 @@ param_scheduler = [dict(type='TimmCosineLR', cosine_epochs=300, warmup_epochs=20
                         warmup_lr=1e-6, min_lr=1e-5)]
 train_cfg = dict(max_epochs=310)
 
-# Official (timm's / tlt's prefetcher): random erasing on the normalised batch after
-# mixup/cutmix, --reprob 0.25, --remode pixel (N(0, 1) per pixel), one block of 2% to 1/3 of
-# the image (hat_mm/models/erasing_preprocessor.py); so the train pipeline has none.
-# mmpretrain's recipe pipeline otherwise.
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='RandomResizedCrop', scale=224, backend='pillow', interpolation='bicubic'),
-    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    dict(type='RandAugment', policies='timm_increasing', num_policies=2, total_level=10,
-         magnitude_level=9, magnitude_std=0.5,
-         hparams=dict(pad_val=[104, 116, 124], interpolation='bicubic')),
-    dict(type='PackInputs'),
-]
+# Official: the recipe's augmentation with random erasing after the mixing
+# (_base_/official_augmentation.py).
+train_pipeline = {{_base_.imagenet_train_pipeline}}
 # per GPU; 8 GPUs -> 1024. drop_last: the official loader (timm's create_loader, is_training)
 # drops the last incomplete batch of each epoch. num_workers: the official train.py's -j
 # default, 8 per GPU, for training and evaluation (mmpretrain's recipe: 5).
 train_dataloader = dict(batch_size=128, drop_last=True, num_workers=8,
                         dataset=dict(pipeline=train_pipeline))
 data_preprocessor = dict(type='EraseAfterMixDataPreprocessor',
-                         erasing=dict(probability=0.25, mode='pixel', max_count=1))
+                         erasing={{_base_.official_erasing}})
 
 # Official evaluation (validate.py): timm's crop_pct 0.9 of Swin: resize the short side to
 # floor(224 / 0.9) = 248 (bicubic), centre crop 224 (mmpretrain's recipe resizes to 256).

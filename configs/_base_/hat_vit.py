@@ -10,6 +10,7 @@
 _base_ = [
     'mmpretrain::deit/deit-tiny_4xb256_in1k.py',
     './hat.py',
+    './official_augmentation.py',
 ]
 
 model = dict(backbone=dict(drop_path_rate=0.1))
@@ -18,12 +19,11 @@ model = dict(backbone=dict(drop_path_rate=0.1))
 # (the official script takes them from the model). HAT's adv_eps = 2/255 and adv_lr = 1/255
 # act in this normalised space, so they must match for the perturbation to be the paper's.
 # The pixel fill of RandAugment (timm: round(255 * mean)) follows the same statistics.
-# Official (timm's / tlt's prefetcher): random erasing on the normalised batch after
-# mixup/cutmix, --reprob 0.25, --remode pixel (N(0, 1) per pixel), one block of 2% to 1/3 of
-# the image (hat_mm/models/erasing_preprocessor.py); so the train pipeline has none.
+# Random erasing after the mixing, as the official loaders do it
+# (_base_/official_augmentation.py); so the train pipeline has none.
 data_preprocessor = dict(type='EraseAfterMixDataPreprocessor', mean=[127.5, 127.5, 127.5],
                          std=[127.5, 127.5, 127.5],
-                         erasing=dict(probability=0.25, mode='pixel', max_count=1))
+                         erasing={{_base_.official_erasing}})
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='RandomResizedCrop', scale=224, backend='pillow', interpolation='bicubic'),

@@ -18,6 +18,7 @@ _base_ = [
     'mmpretrain::_base_/datasets/imagenet_bs64_swin_224.py',
     'mmpretrain::_base_/schedules/imagenet_bs1024_adamw_swin.py',
     'mmpretrain::_base_/default_runtime.py',
+    './official_augmentation.py',
 ]
 
 data_root = 'data/imagenet'
@@ -46,9 +47,8 @@ model = dict(
         cutmix_alpha=1.0,
         switch_prob=0.5,
         label_smoothing=0.1,
-        # Official (tlt's prefetcher): random erasing on the normalised batch after the
-        # mixing, --reprob 0.25, --remode pixel (hat_mm/models/erasing_preprocessor.py)
-        erasing=dict(probability=0.25, mode='pixel', max_count=1)),
+        # random erasing after the mixing, as tlt's prefetcher does it
+        erasing={{_base_.official_erasing}}),
 )
 
 # timm's RandAugment 'rand-m9-mstd0.5-inc1' (mmpretrain's 'timm_increasing' policies) with

@@ -1,0 +1,21 @@
+# The official scripts' training augmentation, shared by the paper configs (they use these
+# names through {{_base_.*}}; the names are their own because the mmpretrain recipes beside
+# this file already define train_pipeline and data_preprocessor, and mmengine refuses a key
+# that two bases define).
+#
+# Random erasing as timm's and tlt's prefetcher runs it: on the normalised batch after
+# mixup/cutmix, --reprob 0.25, --remode pixel (N(0, 1) per pixel), --recount 1, one block of
+# 2% to 1/3 of the image (hat_mm/models/erasing_preprocessor.py); so no pipeline erases.
+official_erasing = dict(probability=0.25, mode='pixel', max_count=1)
+
+# mmpretrain's Swin/DeiT recipe pipeline (timm's rand-m9-mstd0.5-inc1, ImageNet-mean fill)
+# without its RandomErasing.
+imagenet_train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='RandomResizedCrop', scale=224, backend='pillow', interpolation='bicubic'),
+    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    dict(type='RandAugment', policies='timm_increasing', num_policies=2, total_level=10,
+         magnitude_level=9, magnitude_std=0.5,
+         hparams=dict(pad_val=[104, 116, 124], interpolation='bicubic')),
+    dict(type='PackInputs'),
+]
