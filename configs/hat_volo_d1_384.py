@@ -28,7 +28,7 @@ train_pipeline = [
     dict(type='LoadTokenLabel', label_root={{_base_.token_label_root}}),
     {{_base_.token_label_randaugment}},  # on the whole image, moving the score map
     dict(type='TokenLabelRandomResizedCrop', scale=img_size, backend='pillow',
-         interpolation='bicubic'),
+         interpolation={{_base_.train_interpolation}}),
     {{_base_.train_augments}},  # flip (_base_/volo_token_labeling.py)
     dict(type='PackInputs', algorithm_keys=('token_label', 'token_label_box')),
 ]

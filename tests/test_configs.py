@@ -56,8 +56,8 @@ def test_pretraining_config(name):
     assert [a['type'] for a in cfg.model.train_cfg.augments] == ['Mixup', 'CutMix']
     assert cfg.model.head.loss.label_smooth_val == 0.1
     types = [t['type'] for t in cfg.train_dataloader.dataset.pipeline]
-    assert types == ['LoadImageFromFile', 'RandomResizedCrop', 'RandomFlip', 'RandAugment',
-                     'PackInputs']
+    assert types == ['LoadImageFromFile', 'RandomInterpolationResizedCrop', 'RandomFlip',
+                     'RandomInterpolationRandAugment', 'PackInputs']
     # the official loader's random erasing: on the normalised batch, after mixup/cutmix
     pre = cfg.get('data_preprocessor') or cfg.model.data_preprocessor
     assert pre.type == 'EraseAfterMixDataPreprocessor'
@@ -101,6 +101,26 @@ def test_no_clipping_best_checkpoint_no_ema(name):
     assert cfg.randomness == dict(seed=42, deterministic=False, diff_rank_seed=True)
     # torch's fused AdamW: the same update (test_fast_paths), 5-6% faster per step on an H100
     assert cfg.optim_wrapper.optimizer.type == 'AdamW' and cfg.optim_wrapper.optimizer.fused
+
+
+@pytest.mark.parametrize('name', ALL_PAPER_CONFIGS)
+def test_training_interpolation_is_drawn_as_the_official_train_interpolation_random(name):
+    """train.py / train_kd.py: --train-interpolation random (bilinear or bicubic per image in
+    the crop, per application in RandAugment's geometric operations), in every paper config;
+    the built transforms draw it."""
+    from mmpretrain.registry import TRANSFORMS
+    pipeline = merged(name).train_dataloader.dataset.pipeline
+    crops = [t for t in pipeline if 'ResizedCrop' in t['type']]
+    augments = [t for t in pipeline if 'RandAugment' in t['type']]
+    assert len(crops) == len(augments) == 1
+    assert crops[0].interpolation == 'random'
+    assert augments[0].hparams.interpolation == 'random'
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        crop, augment = TRANSFORMS.build(crops[0]), TRANSFORMS.build(augments[0])
+    assert crop.random_interpolation and augment.random_interpolation
+    geometric = [op for op in augment.transforms if hasattr(op, 'interpolation')]
+    assert sorted(type(op).__name__.replace('TokenLabel', '') for op in geometric) == \
+        ['Rotate', 'Shear', 'Shear', 'Translate', 'Translate']
 
 
 @pytest.mark.parametrize('name', [n for n in ALL_PAPER_CONFIGS if 'volo' not in n])

@@ -77,8 +77,8 @@ def test_volo_config(name):
     # map), then the crop; flip (which commutes with both in distribution); erasing is in the
     # data preprocessor, after the mixing (tlt's prefetcher)
     assert [t['type'] for t in flat] == [
-        'LoadImageFromFile', 'LoadTokenLabel', 'RandAugment', 'TokenLabelRandomResizedCrop',
-        'RandomFlip', 'PackInputs']
+        'LoadImageFromFile', 'LoadTokenLabel', 'RandomInterpolationRandAugment',
+        'TokenLabelRandomResizedCrop', 'RandomFlip', 'PackInputs']
     assert cfg.model.data_preprocessor.erasing == dict(probability=0.25, mode='pixel',
                                                        max_count=1)
     assert pipe[3]['scale'] == img

@@ -26,11 +26,12 @@ data_preprocessor = dict(type='EraseAfterMixDataPreprocessor', mean=[127.5, 127.
                          erasing={{_base_.official_erasing}})
 train_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='RandomResizedCrop', scale=224, backend='pillow', interpolation='bicubic'),
+    dict(type='RandomInterpolationResizedCrop', scale=224, backend='pillow',
+         interpolation={{_base_.train_interpolation}}),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    dict(type='RandAugment', policies='timm_increasing', num_policies=2, total_level=10,
-         magnitude_level=9, magnitude_std=0.5,
-         hparams=dict(pad_val=[128, 128, 128], interpolation='bicubic')),
+    dict(type='RandomInterpolationRandAugment', policies='timm_increasing', num_policies=2,
+         total_level=10, magnitude_level=9, magnitude_std=0.5,
+         hparams=dict(pad_val=[128, 128, 128], interpolation={{_base_.train_interpolation}})),
     dict(type='PackInputs'),
 ]
 # Official evaluation (validate.py): timm's crop_pct 0.9 of vit_*_patch16_224: resize the

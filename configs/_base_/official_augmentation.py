@@ -8,14 +8,20 @@
 # 2% to 1/3 of the image (hat_mm/models/erasing_preprocessor.py); so no pipeline erases.
 official_erasing = dict(probability=0.25, mode='pixel', max_count=1)
 
+# The training interpolation of the official scripts, --train-interpolation random (their
+# default): bilinear or bicubic drawn for each image in the crop and for each application of
+# RandAugment's geometric operations (hat_mm/datasets/transforms/random_interpolation.py).
+train_interpolation = 'random'
+
 # mmpretrain's Swin/DeiT recipe pipeline (timm's rand-m9-mstd0.5-inc1, ImageNet-mean fill)
-# without its RandomErasing.
+# without its RandomErasing, with the official random interpolation.
 imagenet_train_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='RandomResizedCrop', scale=224, backend='pillow', interpolation='bicubic'),
+    dict(type='RandomInterpolationResizedCrop', scale=224, backend='pillow',
+         interpolation=train_interpolation),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    dict(type='RandAugment', policies='timm_increasing', num_policies=2, total_level=10,
-         magnitude_level=9, magnitude_std=0.5,
-         hparams=dict(pad_val=[104, 116, 124], interpolation='bicubic')),
+    dict(type='RandomInterpolationRandAugment', policies='timm_increasing', num_policies=2,
+         total_level=10, magnitude_level=9, magnitude_std=0.5,
+         hparams=dict(pad_val=[104, 116, 124], interpolation=train_interpolation)),
     dict(type='PackInputs'),
 ]

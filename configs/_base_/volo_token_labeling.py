@@ -76,9 +76,9 @@ token_label_randaug_policies = [
 # distribution, so it stays after the crop here), then the flip (random erasing is in the
 # data preprocessor, after the mixing).
 token_label_randaugment = dict(
-    type='RandAugment', policies=token_label_randaug_policies, num_policies=2,
-    total_level=10, magnitude_level=9, magnitude_std=0.5,
-    hparams=dict(pad_val=[104, 116, 124], interpolation='bicubic'))
+    type='RandomInterpolationRandAugment', policies=token_label_randaug_policies,
+    num_policies=2, total_level=10, magnitude_level=9, magnitude_std=0.5,
+    hparams=dict(pad_val=[104, 116, 124], interpolation={{_base_.train_interpolation}}))
 train_augments = dict(type='Compose', transforms=[
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
 ])
@@ -87,7 +87,7 @@ train_pipeline = [
     dict(type='LoadTokenLabel', label_root=token_label_root),
     token_label_randaugment,
     dict(type='TokenLabelRandomResizedCrop', scale=img_size, backend='pillow',
-         interpolation='bicubic'),
+         interpolation={{_base_.train_interpolation}}),
     train_augments,
     dict(type='PackInputs', algorithm_keys=('token_label', 'token_label_box')),
 ]

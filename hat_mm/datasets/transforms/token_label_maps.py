@@ -28,8 +28,9 @@ import mmcv
 import numpy as np
 import torch
 from mmcv.transforms import BaseTransform
-from mmpretrain.datasets.transforms import RandomResizedCrop
 from mmpretrain.registry import TRANSFORMS
+
+from .random_interpolation import RandomInterpolationResizedCrop
 
 
 def token_label_path(label_root: str, img_path: str, img_root: Optional[str] = None) -> str:
@@ -86,10 +87,11 @@ class LoadTokenLabel(BaseTransform):
 
 
 @TRANSFORMS.register_module()
-class TokenLabelRandomResizedCrop(RandomResizedCrop):
+class TokenLabelRandomResizedCrop(RandomInterpolationResizedCrop):
     """mmpretrain's ``RandomResizedCrop`` that also records the crop box.
 
-    Same arguments and randomness as ``RandomResizedCrop``. Updates ``token_label_box``
+    Same arguments and randomness as ``RandomResizedCrop``, and ``interpolation='random'``
+    (:class:`RandomInterpolationResizedCrop`). Updates ``token_label_box``
     (normalised to the image the score map covers) when the key is present; a second crop
     composes with the first.
     """
