@@ -28,6 +28,7 @@ _base_ = [
 model = dict(
     type='DistilledImageClassifier',  # HATRunner: -> HATDistilledImageClassifier
     backbone=dict(drop_path_rate=0.1),
+    train_cfg=None,  # the data preprocessor mixes, as the official loader
     distillation_loss=dict(type='DistillationLoss', distillation_type='hard', alpha=0.5,
                            tau=1.0),
     teacher=dict(
@@ -68,8 +69,10 @@ train_pipeline = {{_base_.imagenet_train_pipeline}}
 # GPU, for training and evaluation (mmpretrain's recipe: 5).
 train_dataloader = dict(batch_size=128, drop_last=True, num_workers=8,
                         dataset=dict(pipeline=train_pipeline))
-data_preprocessor = dict(type='EraseAfterMixDataPreprocessor',
-                         erasing={{_base_.official_erasing}})
+# Mixup/cutmix and random erasing as train_kd.py's loader runs them (timm's batch mode, then
+# erasing the normalised batch; _base_/official_augmentation.py): no mmpretrain batch augments
+# (model.train_cfg=None above).
+data_preprocessor = {{_base_.official_data_preprocessor}}
 
 # Official: timm's crop_pct 0.9 (mmpretrain's recipe resizes to 256).
 test_pipeline = [

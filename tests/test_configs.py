@@ -53,7 +53,11 @@ def test_pretraining_config(name):
     assert cfg.param_scheduler == [dict(type='TimmCosineLR', cosine_epochs=300,
                                         warmup_epochs=warmup, warmup_lr=1e-6, min_lr=1e-5)]
     # the recipe's data pipeline and batch augments are inherited
-    assert [a['type'] for a in cfg.model.train_cfg.augments] == ['Mixup', 'CutMix']
+    # the official loader's timm batch-mode mixup/cutmix, in the data preprocessor
+    assert cfg.model.train_cfg is None  # so no mmpretrain batch augments
+    pre = cfg.get('data_preprocessor') or cfg.model.data_preprocessor
+    assert (pre.mixup_alpha, pre.cutmix_alpha, pre.mix_prob, pre.switch_prob) == \
+        (0.8, 1.0, 1.0, 0.5)
     assert cfg.model.head.loss.label_smooth_val == 0.1
     types = [t['type'] for t in cfg.train_dataloader.dataset.pipeline]
     assert types == ['LoadImageFromFile', 'RandomInterpolationResizedCrop', 'RandomFlip',

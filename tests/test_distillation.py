@@ -49,7 +49,11 @@ def test_deit_distilled_config():
     assert cfg.train_cfg.max_epochs == 310
     assert cfg.param_scheduler == [dict(type='TimmCosineLR', cosine_epochs=300,
                                         warmup_epochs=5, warmup_lr=1e-6, min_lr=1e-5)]
-    assert [a['type'] for a in cfg.model.train_cfg.augments] == ['Mixup', 'CutMix']
+    # the official loader's timm batch-mode mixup/cutmix, in the data preprocessor
+    assert cfg.model.train_cfg is None  # so no mmpretrain batch augments
+    pre = cfg.get('data_preprocessor') or cfg.model.data_preprocessor
+    assert (pre.mixup_alpha, pre.cutmix_alpha, pre.mix_prob, pre.switch_prob) == \
+        (0.8, 1.0, 1.0, 0.5)
     with torch.device('meta'):
         model = MODELS.build(cfg.model)  # the teacher is not built with the student
         ref = timm.create_model('deit_base_distilled_patch16_224')

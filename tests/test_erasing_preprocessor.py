@@ -1,13 +1,21 @@
-"""Random erasing after the mixing, on the normalised batch, as the official loaders do it."""
+"""Mixup/cutmix (timm's batch mode) and then random erasing, on the normalised batch, as the
+official loaders do them."""
 import math
+import os.path as osp
 import random
 
+import numpy as np
 import pytest
 import torch
+from mmengine.config import Config
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
+from timm.data import Mixup
+from timm.loss import SoftTargetCrossEntropy
 
 import hat_mm  # noqa: F401
+
+from .runner_utils import ROOT
 
 OFFICIAL = dict(probability=0.25, mode='pixel', max_count=1)
 
@@ -60,7 +68,8 @@ def test_erasing_equals_the_reference_on_the_normalised_batch():
     assert torch.equal(pre(batch(values), training=False)['inputs'], normalised)
 
 
-@pytest.mark.parametrize('kind', ['mmpretrain batch_augments', 'token labeling'])
+@pytest.mark.parametrize('kind', ['timm batch mode', 'mmpretrain batch_augments',
+                                  'token labeling'])
 def test_the_erased_block_is_pure_noise_over_the_mixed_image(kind):
     """Erasing after mixup: inside the block, N(0, 1) whatever the two images were. (Erased
     before the mixing, the block would be lam * noise + (1 - lam) * the partner: a smaller
@@ -73,6 +82,8 @@ def test_the_erased_block_is_pure_noise_over_the_mixed_image(kind):
         pre = MODELS.build(dict(type='TokenLabelDataPreprocessor', num_classes=10,
                                 mean=[100.] * 3, std=[50.] * 3, mixup_alpha=0.8,
                                 cutmix_alpha=0.0, erasing=erasing))
+    elif kind == 'timm batch mode':
+        pre = build(erasing=erasing, num_classes=10, mixup_alpha=0.8)
     else:
         pre = build(erasing=erasing, num_classes=10,
                     batch_augments=dict(augments=[dict(type='Mixup', alpha=0.8)]))
@@ -100,3 +111,94 @@ def test_bad_erasing_arguments_are_refused_with_the_known_ones():
     with pytest.raises(ValueError, match="mode='noise'"):
         build(erasing=dict(probability=0.25, mode='noise'))
     assert build().erasing is None and build(erasing={}).erasing is None
+
+
+# -- the mixing ----------------------------------------------------------------------------
+def noise_batch(n, size=16, seed=0):
+    """``n`` random uint8 images (so every pixel tells which image it came from), labels."""
+    g = torch.Generator().manual_seed(seed)
+    inputs = [torch.randint(0, 256, (3, size, size), generator=g, dtype=torch.uint8)
+              for _ in range(n)]
+    samples = [DataSample().set_gt_label(i % 10) for i in range(n)]
+    return dict(inputs=inputs, data_samples=samples)
+
+
+def timm04_rand_bbox(img_shape, lam, margin=0., count=None):
+    """The CutMix box of timm 0.4 (what the official code ran): it ends at ``c + cut // 2``
+    (timm 1.0 ends it at ``c + (cut + 1) // 2``)."""
+    ratio = np.sqrt(1 - lam)
+    img_h, img_w = img_shape[-2:]
+    cut_h, cut_w = int(img_h * ratio), int(img_w * ratio)
+    cy, cx = np.random.randint(0, img_h, size=count), np.random.randint(0, img_w, size=count)
+    return (np.clip(cy - cut_h // 2, 0, img_h), np.clip(cy + cut_h // 2, 0, img_h),
+            np.clip(cx - cut_w // 2, 0, img_w), np.clip(cx + cut_w // 2, 0, img_w))
+
+
+@pytest.mark.parametrize('mixup_alpha,cutmix_alpha', [(0.8, 1.0), (0.8, 0.0), (0.0, 1.0)])
+def test_mixing_equals_timms_batch_mode_mixup(mixup_alpha, cutmix_alpha, monkeypatch):
+    """Images and targets equal timm's ``Mixup(mode='batch')`` with timm 0.4's CutMix box (the
+    official loader's function: its draws, the reversed batch as partner, the corrected cutmix
+    lam); with the paper configs' head loss the loss equals timm's smoothed targets under
+    SoftTargetCrossEntropy, the official loss."""
+    monkeypatch.setattr('timm.data.mixup.rand_bbox', timm04_rand_bbox)
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'hat_swin_t.py'))
+    head_loss = MODELS.build(cfg.model.head.loss)
+    pre = build(num_classes=10, mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha)
+    official = dict(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, prob=1.0,
+                    switch_prob=0.5, mode='batch', num_classes=10)
+    seen = set()
+    for seed in range(8):
+        data = noise_batch(8, seed=seed)
+        np.random.seed(seed)
+        out = pre(data, training=True)
+        normalised = (torch.stack(data['inputs']).float() - 100.) / 50.
+        labels = torch.tensor([s.gt_label.item() for s in data['data_samples']])
+        np.random.seed(seed)
+        images, targets = Mixup(label_smoothing=0.0, **official)(normalised.clone(), labels)
+        torch.testing.assert_close(out['inputs'], images, rtol=0, atol=1e-6)
+        scores = torch.stack([s.gt_score for s in out['data_samples']])
+        torch.testing.assert_close(scores, targets, rtol=0, atol=1e-6)
+        np.random.seed(seed)
+        _, smoothed = Mixup(label_smoothing=0.1, **official)(normalised.clone(), labels)
+        logits = torch.randn(8, 10, generator=torch.Generator().manual_seed(seed))
+        torch.testing.assert_close(head_loss(logits, scores),
+                                   SoftTargetCrossEntropy()(logits, smoothed))
+        kept = ((out['inputs'] - normalised).abs() < 1e-6).all(1)  # pixels left as they were
+        seen.add('cutmix' if kept.any() else 'mixup')  # mixup changes every pixel
+    if mixup_alpha and cutmix_alpha:
+        assert seen == {'mixup', 'cutmix'}  # one or the other per batch
+
+
+def test_mixing_pairs_each_image_with_the_reversed_batch_odd_sizes_included():
+    pre = build(num_classes=10, mixup_alpha=0.8)
+    data = noise_batch(5)
+    np.random.seed(0)
+    out = pre(data, training=True)
+    x = (torch.stack(data['inputs']).float() - 100.) / 50.
+    scores = torch.stack([s.gt_score for s in out['data_samples']])
+    lam = scores[0, 0].item()  # image 0 has label 0, its partner (image 4) label 4
+    assert 0 < lam < 1 and scores[0, 4].item() == pytest.approx(1 - lam)
+    torch.testing.assert_close(out['inputs'], lam * x + (1 - lam) * x.flip(0))
+    torch.testing.assert_close(out['inputs'][2], x[2])  # the middle image is its own partner
+    # evaluation: no mixing, no soft targets
+    data = noise_batch(5)
+    evaluated = pre(data, training=False)
+    torch.testing.assert_close(evaluated['inputs'], (torch.stack(data['inputs']).float() - 100.)
+                               / 50.)
+    assert 'gt_score' not in evaluated['data_samples'][0]
+
+
+def test_bad_mixing_arguments_are_refused_with_the_fix():
+    with pytest.raises(ValueError, match='would mix it again: set model.train_cfg=None'):
+        build(num_classes=10, mixup_alpha=0.8,
+              batch_augments=dict(augments=[dict(type='Mixup', alpha=0.8)]))
+    with pytest.raises(ValueError, match='needs num_classes'):
+        build(cutmix_alpha=1.0)
+    with pytest.raises(ValueError, match=r'mixup_alpha=-0.1: expected a number >= 0'):
+        build(num_classes=10, mixup_alpha=-0.1)
+    with pytest.raises(ValueError, match=r'switch_prob=1.5: expected a number >= 0 and <= 1'):
+        build(num_classes=10, mixup_alpha=0.8, switch_prob=1.5)
+    pre = build(num_classes=10)  # off by default: the batch passes as it is
+    data = noise_batch(4)
+    out = pre(data, training=True)
+    assert 'gt_score' not in out['data_samples'][0]

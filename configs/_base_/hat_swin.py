@@ -51,8 +51,11 @@ train_pipeline = {{_base_.imagenet_train_pipeline}}
 # default, 8 per GPU, for training and evaluation (mmpretrain's recipe: 5).
 train_dataloader = dict(batch_size=128, drop_last=True, num_workers=8,
                         dataset=dict(pipeline=train_pipeline))
-data_preprocessor = dict(type='EraseAfterMixDataPreprocessor',
-                         erasing={{_base_.official_erasing}})
+# Mixup/cutmix and random erasing as the official loader runs them (timm's batch mode, then
+# erasing the normalised batch; _base_/official_augmentation.py), in the data preprocessor,
+# so no mmpretrain batch augments.
+data_preprocessor = {{_base_.official_data_preprocessor}}
+model = dict(train_cfg=None)
 
 # Official evaluation (validate.py): timm's crop_pct 0.9 of Swin: resize the short side to
 # floor(224 / 0.9) = 248 (bicubic), centre crop 224 (mmpretrain's recipe resizes to 256).

@@ -13,17 +13,18 @@ _base_ = [
     './official_augmentation.py',
 ]
 
-model = dict(backbone=dict(drop_path_rate=0.1))
+model = dict(backbone=dict(drop_path_rate=0.1), train_cfg=None)  # mixing: data_preprocessor
 
 # Official: the mean/std of timm's default config of vit_*_patch16_224, 0.5 / 0.5 on [0, 1]
 # (the official script takes them from the model). HAT's adv_eps = 2/255 and adv_lr = 1/255
 # act in this normalised space, so they must match for the perturbation to be the paper's.
 # The pixel fill of RandAugment (timm: round(255 * mean)) follows the same statistics.
-# Random erasing after the mixing, as the official loaders do it
-# (_base_/official_augmentation.py); so the train pipeline has none.
+# Mixup/cutmix (timm's batch mode) and then random erasing as the official loader runs them,
+# in the data preprocessor (_base_/official_augmentation.py's official_data_preprocessor, with
+# these statistics): so no mmpretrain batch augments, and no erasing in the train pipeline.
 data_preprocessor = dict(type='EraseAfterMixDataPreprocessor', mean=[127.5, 127.5, 127.5],
-                         std=[127.5, 127.5, 127.5],
-                         erasing={{_base_.official_erasing}})
+                         std=[127.5, 127.5, 127.5], mixup_alpha=0.8, cutmix_alpha=1.0,
+                         mix_prob=1.0, switch_prob=0.5, erasing={{_base_.official_erasing}})
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='RandomInterpolationResizedCrop', scale=224, backend='pillow',

@@ -8,6 +8,15 @@
 # 2% to 1/3 of the image (hat_mm/models/erasing_preprocessor.py); so no pipeline erases.
 official_erasing = dict(probability=0.25, mode='pixel', max_count=1)
 
+# Mixup/cutmix as timm's batch-mode Mixup of the official scripts (--mixup 0.8 --cutmix 1.0
+# --mixup-prob 1.0 --mixup-switch-prob 0.5 --mixup-mode batch): one lam and one choice per
+# batch, each image mixed with the reversed batch, on the batch before the erasing
+# (hat_mm/models/erasing_preprocessor.py). So the paper configs set model.train_cfg=None
+# (no mmpretrain batch augments, which pair each image with a random permutation).
+official_data_preprocessor = dict(type='EraseAfterMixDataPreprocessor', mixup_alpha=0.8,
+                                  cutmix_alpha=1.0, mix_prob=1.0, switch_prob=0.5,
+                                  erasing=official_erasing)
+
 # The training interpolation of the official scripts, --train-interpolation random (their
 # default): bilinear or bicubic drawn for each image in the crop and for each application of
 # RandAugment's geometric operations (hat_mm/datasets/transforms/random_interpolation.py).

@@ -6,10 +6,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from mmpretrain.registry import MODELS
-from timm.data import Mixup
 
 from .erasing_preprocessor import EraseAfterMixDataPreprocessor
-from .token_label_targets import dense_token_targets, rand_box, smooth, topk_to_dense
+from .token_label_targets import dense_token_targets, smooth, topk_to_dense
 
 Tensor = torch.Tensor
 FLIP_CODES = {None: 0, 'horizontal': 1, 'vertical': 2, 'diagonal': 3}
@@ -27,7 +26,8 @@ class TokenLabelDataPreprocessor(EraseAfterMixDataPreprocessor):
     plain ``ClsDataPreprocessor``.
 
     Mixup/cutmix are ``tlt``'s ``TokenLabelMixup``: timm's ``Mixup`` in batch mode (its
-    parameter draws, the flipped batch as partner), applied with the same ``lam`` to the
+    parameter draws, the flipped batch as partner:
+    :meth:`EraseAfterMixDataPreprocessor.mix_batch`), applied with the same ``lam`` to the
     images, the ground truth, the class-token and the dense targets (the dense targets are
     mixed with the global ``lam`` also under cutmix, as in ``tlt``). It is done here because
     the dense targets must follow the images, so mmpretrain's ``batch_augments`` are refused.
@@ -55,19 +55,15 @@ class TokenLabelDataPreprocessor(EraseAfterMixDataPreprocessor):
                 'TokenLabelDataPreprocessor mixes the batch itself (the dense token labels '
                 'must follow the images): use its mixup_alpha / cutmix_alpha instead of '
                 'batch_augments / model.train_cfg.augments.')
-        for name, value in (('mixup_alpha', mixup_alpha), ('cutmix_alpha', cutmix_alpha),
-                            ('label_smoothing', label_smoothing)):
-            if value < 0:
-                raise ValueError(f'TokenLabelDataPreprocessor.{name} must be >= 0, got {value}')
+        if label_smoothing < 0:
+            raise ValueError(f'TokenLabelDataPreprocessor.label_smoothing must be >= 0, got '
+                             f'{label_smoothing}')
         kwargs['to_onehot'] = True
-        super().__init__(num_classes=num_classes, **kwargs)
+        super().__init__(num_classes=num_classes, mixup_alpha=mixup_alpha,
+                         cutmix_alpha=cutmix_alpha, mix_prob=mix_prob, switch_prob=switch_prob,
+                         **kwargs)
         self.label_size = label_size
         self.label_smoothing = float(label_smoothing)
-        self.mixup = Mixup(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, prob=mix_prob,
-                           switch_prob=switch_prob, mode='batch',
-                           label_smoothing=label_smoothing, num_classes=num_classes)
-        # timm's switch (mixup_off_epoch); off when neither is configured
-        self.mixup.mixup_enabled = mixup_alpha > 0 or cutmix_alpha > 0
 
     def _targets(self, samples: List, device) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
         C = self.num_classes
@@ -97,20 +93,8 @@ class TokenLabelDataPreprocessor(EraseAfterMixDataPreprocessor):
     def mix(self, data: dict) -> dict:
         inputs, samples = data['inputs'], data['data_samples']
         targets = self._targets(samples, inputs.device)
-
-        lam, use_cutmix = self.mixup._params_per_batch()
-        if lam != 1.0:
-            if use_cutmix:
-                H, W = inputs.shape[-2:]
-                top, bottom, left, right = rand_box(H, W, lam)
-                lam = 1. - (bottom - top) * (right - left) / float(H * W)
-                inputs = inputs.clone()
-                inputs[:, :, top:bottom, left:right] = \
-                    inputs.flip(0)[:, :, top:bottom, left:right]
-            else:
-                inputs = inputs * lam + inputs.flip(0) * (1. - lam)
-            targets = [None if t is None else t * lam + t.flip(0) * (1. - lam)
-                       for t in targets]
+        if self.mixup.mixup_enabled:
+            inputs, targets = self.mix_batch(inputs, list(targets))
         gt, cls_t, tok_t = targets
         for i, s in enumerate(samples):
             s.set_gt_score(gt[i])
