@@ -10,7 +10,7 @@ import torch
 from mmengine.config import Config
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
-from timm.data import Mixup
+from timm.data import FastCollateMixup
 from timm.loss import SoftTargetCrossEntropy
 
 import hat_mm  # noqa: F401
@@ -134,12 +134,22 @@ def timm04_rand_bbox(img_shape, lam, margin=0., count=None):
             np.clip(cx - cut_w // 2, 0, img_w), np.clip(cx + cut_w // 2, 0, img_w))
 
 
+def official_collate(data, seed, **kwargs):
+    """The official loader's mixing: timm's ``FastCollateMixup`` in batch mode on the uint8
+    images, then the prefetcher's normalisation (mean 100, std 50 here)."""
+    np.random.seed(seed)
+    pixels, targets = FastCollateMixup(**kwargs)(
+        [(img.numpy(), s.gt_label.item()) for img, s in zip(data['inputs'],
+                                                             data['data_samples'])])
+    return (pixels.float() - 100.) / 50., targets
+
+
 @pytest.mark.parametrize('mixup_alpha,cutmix_alpha', [(0.8, 1.0), (0.8, 0.0), (0.0, 1.0)])
-def test_mixing_equals_timms_batch_mode_mixup(mixup_alpha, cutmix_alpha, monkeypatch):
-    """Images and targets equal timm's ``Mixup(mode='batch')`` with timm 0.4's CutMix box (the
-    official loader's function: its draws, the reversed batch as partner, the corrected cutmix
-    lam); with the paper configs' head loss the loss equals timm's smoothed targets under
-    SoftTargetCrossEntropy, the official loss."""
+def test_mixing_equals_the_official_collate_mixup(mixup_alpha, cutmix_alpha, monkeypatch):
+    """Images and targets equal timm's ``FastCollateMixup(mode='batch')`` with timm 0.4's CutMix
+    box (the official loader's mixing: its draws, the reversed batch as partner, mixup images
+    rounded to uint8, the corrected cutmix lam); with the paper configs' head loss the loss
+    equals timm's smoothed targets under SoftTargetCrossEntropy, the official loss."""
     monkeypatch.setattr('timm.data.mixup.rand_bbox', timm04_rand_bbox)
     cfg = Config.fromfile(osp.join(ROOT, 'configs', 'hat_swin_t.py'))
     head_loss = MODELS.build(cfg.model.head.loss)
@@ -152,14 +162,11 @@ def test_mixing_equals_timms_batch_mode_mixup(mixup_alpha, cutmix_alpha, monkeyp
         np.random.seed(seed)
         out = pre(data, training=True)
         normalised = (torch.stack(data['inputs']).float() - 100.) / 50.
-        labels = torch.tensor([s.gt_label.item() for s in data['data_samples']])
-        np.random.seed(seed)
-        images, targets = Mixup(label_smoothing=0.0, **official)(normalised.clone(), labels)
-        torch.testing.assert_close(out['inputs'], images, rtol=0, atol=1e-6)
+        images, targets = official_collate(data, seed, label_smoothing=0.0, **official)
+        torch.testing.assert_close(out['inputs'], images, rtol=0, atol=1e-5)
         scores = torch.stack([s.gt_score for s in out['data_samples']])
         torch.testing.assert_close(scores, targets, rtol=0, atol=1e-6)
-        np.random.seed(seed)
-        _, smoothed = Mixup(label_smoothing=0.1, **official)(normalised.clone(), labels)
+        _, smoothed = official_collate(data, seed, label_smoothing=0.1, **official)
         logits = torch.randn(8, 10, generator=torch.Generator().manual_seed(seed))
         torch.testing.assert_close(head_loss(logits, scores),
                                    SoftTargetCrossEntropy()(logits, smoothed))
@@ -169,7 +176,7 @@ def test_mixing_equals_timms_batch_mode_mixup(mixup_alpha, cutmix_alpha, monkeyp
         assert seen == {'mixup', 'cutmix'}  # one or the other per batch
 
 
-def test_mixing_pairs_each_image_with_the_reversed_batch_odd_sizes_included():
+def test_mixing_pairs_each_image_with_the_reversed_batch_rounds_odd_sizes_included():
     pre = build(num_classes=10, mixup_alpha=0.8)
     data = noise_batch(5)
     np.random.seed(0)
@@ -178,7 +185,10 @@ def test_mixing_pairs_each_image_with_the_reversed_batch_odd_sizes_included():
     scores = torch.stack([s.gt_score for s in out['data_samples']])
     lam = scores[0, 0].item()  # image 0 has label 0, its partner (image 4) label 4
     assert 0 < lam < 1 and scores[0, 4].item() == pytest.approx(1 - lam)
-    torch.testing.assert_close(out['inputs'], lam * x + (1 - lam) * x.flip(0))
+    pixels = torch.stack(data['inputs']).float()
+    mixed = (lam * pixels + (1 - lam) * pixels.flip(0)).round()  # whole uint8 levels
+    torch.testing.assert_close(out['inputs'], (mixed - 100.) / 50.)
+    assert not torch.allclose(out['inputs'], lam * x + (1 - lam) * x.flip(0))  # rounded
     torch.testing.assert_close(out['inputs'][2], x[2])  # the middle image is its own partner
     # evaluation: no mixing, no soft targets
     data = noise_batch(5)

@@ -351,7 +351,8 @@ def _seeded(seed=123):
 
 # ----------------------------------------------------------------------------- reference
 def ref_targets(samples, C, label_size, smoothing, mixup, cutmix, x):
-    """Targets and mixed images written out (timm batch-mode mixup/cutmix, tlt targets)."""
+    """Targets and mixed images written out (timm batch-mode mixup/cutmix, tlt targets); ``x``
+    is the uint8 batch as floats, mixed as tlt's collate does (mixup rounded to uint8)."""
     from torchvision.ops import roi_align
     labels = torch.cat([s.gt_label[:1] for s in samples])
     gt = F.one_hot(labels, C).float() * (1 - smoothing) + smoothing / C
@@ -385,7 +386,7 @@ def ref_targets(samples, C, label_size, smoothing, mixup, cutmix, x):
         x[:, :, yl:yh, xl:xh] = x.flip(0)[:, :, yl:yh, xl:xh]
     else:
         lam = np.random.beta(mixup, mixup)
-        x = lam * x + (1 - lam) * x.flip(0)
+        x = (lam * x + (1 - lam) * x.flip(0)).round()
     mix = (lambda t: lam * t + (1 - lam) * t.flip(0))
     return x, mix(gt), mix(cls_t), mix(tok_t)
 
@@ -463,10 +464,10 @@ def test_hat_volo_train_step_matches_reference(digits_root, digits_token_labels,
     after_mixing = np.random.get_state()  # the MixToken boxes are drawn next, in train_step
     _seeded()
     raw = ref.data_preprocessor.cast_data(copy.deepcopy(batch))
-    x_plain = (torch.stack(raw['inputs']).flip(1).float() - 79.0) / 87.0
+    pixels = torch.stack(raw['inputs']).flip(1).float()
     x_ref, gt, cls_t, tok_t = ref_targets(raw['data_samples'], 10, 4, 0.1, mixup, cutmix,
-                                          x_plain)
-    torch.testing.assert_close(x, x_ref)  # the same mixed images
+                                          pixels)
+    torch.testing.assert_close(x, (x_ref - 79.0) / 87.0)  # the same mixed images
     samples = data['data_samples']
     torch.testing.assert_close(torch.stack([s.gt_score for s in samples]), gt)
     torch.testing.assert_close(torch.stack([s.token_label_cls for s in samples]), cls_t)

@@ -5,8 +5,9 @@ The official scripts (HAT's ``train.py`` and ``train_kd.py``, on timm's and ``tl
 with the default prefetcher) mix the batch as it is collated, with timm's batch-mode mixup /
 cutmix (``--mixup 0.8 --cutmix 1.0 --mixup-prob 1.0 --mixup-switch-prob 0.5 --mixup-mode
 batch``): one ``lam`` and one choice of mixup or cutmix per batch, each image mixed with its
-partner in the *reversed* batch (image ``i`` with image ``B - 1 - i``), the cutmix ``lam``
-corrected to the box's area, the one-hot targets mixed with the same ``lam``. Then they
+partner in the *reversed* batch (image ``i`` with image ``B - 1 - i``), the mixup images
+rounded back to uint8 levels, the cutmix ``lam`` corrected to the box's area, the one-hot
+targets mixed with the same ``lam``. Then they
 normalise the batch on the GPU and run timm's ``RandomErasing`` there: each image is erased
 with probability ``--reprob`` 0.25, in one rectangle of 2% to 1/3 of its area and aspect 0.3
 to 3.3, filled (``--remode pixel``) with N(0, 1) noise per pixel and channel in the normalised
@@ -17,7 +18,9 @@ noise is clipped).
 
 :class:`EraseAfterMixDataPreprocessor` is ``ClsDataPreprocessor`` (normalisation) followed in
 training by timm's mixing (``mixup_alpha`` / ``cutmix_alpha``; its parameter draws, the
-reversed batch as partner; the targets become ``gt_score``) and timm's own ``RandomErasing``
+reversed batch as partner; mixup images of uint8 batches rounded to whole pixel levels, which
+equals the official rounding except where float error lands a value on the other side of a
+half level; the targets become ``gt_score``) and timm's own ``RandomErasing``
 on the normalised, mixed batch. The paper configs give it the official settings. Label
 smoothing stays in the head's loss (smoothing is linear, so smoothing the mixed targets equals
 mixing the smoothed ones, as timm does). Subclasses with more targets to mix
@@ -104,12 +107,14 @@ class EraseAfterMixDataPreprocessor(ClsDataPreprocessor):
                            num_classes=self.num_classes or 0)
         self.mixup.mixup_enabled = mixing  # timm's switch (its mixup_off_epoch)
         self.erasing = build_erasing(erasing)
+        self._uint8_pixels = False
 
     def mix_batch(self, inputs: Tensor, targets: List[Optional[Tensor]]
                   ) -> Tuple[Tensor, List[Optional[Tensor]]]:
         """timm's batch-mode mixing of ``inputs`` (``[B, C, H, W]``) and of every target
         (``[B, ...]``; ``None`` passes through) with one ``lam``, the reversed batch as the
-        partner; the cutmix ``lam`` is the share of the image outside the box."""
+        partner; the cutmix ``lam`` is the share of the image outside the box; mixup images
+        of uint8 batches are rounded to whole pixel levels."""
         lam, use_cutmix = self.mixup._params_per_batch()
         if lam == 1.0:
             return inputs, targets
@@ -121,8 +126,17 @@ class EraseAfterMixDataPreprocessor(ClsDataPreprocessor):
             inputs[:, :, top:bottom, left:right] = inputs.flip(0)[:, :, top:bottom, left:right]
         else:
             inputs = inputs * lam + inputs.flip(0) * (1. - lam)
+            if self._uint8_pixels:
+                inputs = self._round_to_pixel_levels(inputs)
         return inputs, [None if t is None else t * lam + t.flip(0) * (1. - lam)
                         for t in targets]
+
+    def _round_to_pixel_levels(self, inputs: Tensor) -> Tensor:
+        """Round a mixed batch to whole uint8 levels, as the official collate rounds the
+        mixed images (``np.rint``) before they are normalised."""
+        if not self._enable_normalize:
+            return inputs.round()
+        return ((inputs * self.std + self.mean).round() - self.mean) / self.std
 
     def mix(self, data: dict) -> dict:
         """Mix the training batch and its one-hot targets (they become ``gt_score``)."""
@@ -136,6 +150,9 @@ class EraseAfterMixDataPreprocessor(ClsDataPreprocessor):
         return dict(data, inputs=inputs, data_samples=samples)
 
     def forward(self, data: dict, training: bool = False) -> dict:
+        batch = data['inputs']
+        first = batch if isinstance(batch, torch.Tensor) else batch[0]
+        self._uint8_pixels = first.dtype == torch.uint8  # mixup rounds to uint8 levels
         data = super().forward(data, training)  # normalise (mmpretrain's batch_augments)
         if training:
             data = self.mix(data)
