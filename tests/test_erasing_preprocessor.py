@@ -138,9 +138,9 @@ def official_collate(data, seed, **kwargs):
     """The official loader's mixing: timm's ``FastCollateMixup`` in batch mode on the uint8
     images, then the prefetcher's normalisation (mean 100, std 50 here)."""
     np.random.seed(seed)
-    pixels, targets = FastCollateMixup(**kwargs)(
-        [(img.numpy(), s.gt_label.item()) for img, s in zip(data['inputs'],
-                                                             data['data_samples'])])
+    batch = [(img.numpy(), s.gt_label.item())
+             for img, s in zip(data['inputs'], data['data_samples'])]
+    pixels, targets = FastCollateMixup(**kwargs)(batch)
     return (pixels.float() - 100.) / 50., targets
 
 
