@@ -3,8 +3,10 @@ speed is measured by the tool)."""
 import json
 import math
 import os
+import time
 
 import pytest
+from mmengine.hooks import Hook
 from PIL import Image
 
 from tools.analysis.train_throughput import fed_by, loader_table, main, parse_args
@@ -106,3 +108,64 @@ def test_loader_only_writes_token_label_maps_for_a_volo_config(tmp_path):
     assert len(maps) == 6 and all(m.shape == (2, 5, 14, 14) and m.dtype == torch.float16
                                   for m in maps)
     assert all(0 <= m[1].min() and m[1].max() < 1000 for m in maps)
+
+
+class _Slow(Hook):
+    """Waits in known places: the data preprocessor (0.04 s), after each iteration (0.03 s)
+    and before each one (0.02 s, which belongs to the wait for the next batch)."""
+    priority = 'VERY_HIGH'  # its before_run wraps the preprocessor before the breakdown does
+
+    def before_run(self, runner):
+        pre = runner.model.data_preprocessor
+        forward = pre.forward
+
+        def slow_forward(*args, **kwargs):
+            time.sleep(0.04)
+            return forward(*args, **kwargs)
+        pre.forward = slow_forward
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        time.sleep(0.02)
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        time.sleep(0.03)
+
+
+def test_iteration_breakdown_puts_each_wait_in_its_part(digits_root, tmp_path):
+    from mmengine.registry import HOOKS
+
+    from hat_mm.engine import HATRunner
+    from tools.analysis.iteration_breakdown import RESULT_FILE, IterationBreakdownHook
+
+    from .runner_utils import demo_train_cfg
+    if '_Slow' not in HOOKS:
+        HOOKS.register_module(module=_Slow)
+    cfg = demo_train_cfg(digits_root, tmp_path, 'breakdown', max_epochs=2, validate=False,
+                         custom_hooks=[dict(type='_Slow'),
+                                       dict(type='IterationBreakdownHook', skip=1)])
+    runner = HATRunner.from_cfg(cfg)
+    runner.train()
+    hook = next(h for h in runner.hooks if isinstance(h, IterationBreakdownHook))
+    assert len(hook.records) == 5  # 6 iterations, the first not timed
+    for r in hook.records:
+        assert r['data_preprocessor'] >= 0.04 and r['hook:_Slow'] >= 0.03
+        assert r['data_wait'] >= 0.02
+        assert r['train_step'] > 0  # the HAT passes, without the preprocessor's 0.04 s
+        assert abs(r['other']) < 0.02  # nothing of the waits is left unattributed
+        assert r['hook:NonFiniteCheckHook'] > 0 and 'hook:IterTimerHook' in r
+        assert r['iteration'] == pytest.approx(sum(v for k, v in r.items() if k != 'iteration'))
+    saved = json.loads((tmp_path / RESULT_FILE).read_text())
+    assert saved['timed_iters'] == 5 and saved['median_s'] == pytest.approx(hook.medians())
+
+
+def test_throughput_breakdown_adds_the_table(tmp_path):
+    rows = main([DEMO_CONFIG, '--breakdown', '--workers', '0', '--batch-size', '4', '--iters',
+                 '4', '--skip', '1', '--data', str(tmp_path / 'data'), '--image-size',
+                 '64x48', '--work-dir', str(tmp_path / 'work')])
+    parts = rows[0]['breakdown_s']
+    assert {'data_wait', 'data_preprocessor', 'train_step', 'hook:NonFiniteCheckHook',
+            'other', 'iteration'} <= set(parts)
+    text = (tmp_path / 'work' / 'throughput.md').read_text()
+    assert f"| train_step | {1e3 * parts['train_step']:.1f} |" in text
+    config = (tmp_path / 'work' / 'workers0' / 'config_with_breakdown.py').read_text()
+    assert 'IterationBreakdownHook' in config and 'tools.analysis.iteration_breakdown' in config

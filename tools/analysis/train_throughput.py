@@ -4,7 +4,7 @@ on generated JPEG data, for several numbers of data-loading workers:
 
     python tools/analysis/train_throughput.py configs/hat_swin_t.py [--workers 4 8 12 16]
         [--batch-size 128] [--iters 60] [--amp bf16] [--data DIR] [--step-json FILE]
-        [--work-dir work_dirs/train_throughput] [--cfg-options ...]
+        [--work-dir work_dirs/train_throughput] [--cfg-options ...] [--breakdown]
         [--loader-only [--feed IMG_PER_S ...]]
 
 For each worker count, one run of ``tools/train.py`` (one process, one GPU) trains ``--iters``
@@ -15,7 +15,10 @@ batch over the median logged iteration time after the first ``--skip`` iteration
 share is mmengine's ``data_time`` over ``time`` (the wait for the next batch). The smallest
 worker count within 3% of the best throughput, with a data share under 5%, is the one that
 keeps the GPU fed. ``--step-json`` (``benchmark_hat.py --out``) adds the ratio to the
-benchmark's step alone (random tensors, no data pipeline).
+benchmark's step alone (random tensors, no data pipeline). ``--breakdown`` adds
+``IterationBreakdownHook`` (``tools/analysis/iteration_breakdown.py``) to the runs and a table
+of where an iteration's time goes (data wait, data preprocessor, the step, each hook); the
+device is then synchronised between the parts, so use the throughput of a run without it.
 
 ``--loader-only`` times the config's training data loader alone, in this process, with no
 model and no GPU (so it runs on any machine): images per second for each worker count, after
@@ -56,6 +59,8 @@ def parse_args(argv=None):
     p.add_argument('--step-json', default=None, help='benchmark_hat.py --out of this config')
     p.add_argument('--work-dir', default='work_dirs/train_throughput')
     p.add_argument('--cfg-options', nargs='+', default=[])
+    p.add_argument('--breakdown', action='store_true',
+                   help='time the parts of each iteration (slower runs; see the docstring)')
     p.add_argument('--loader-only', action='store_true',
                    help='time the data loader alone (no model, no GPU)')
     p.add_argument('--feed', type=float, nargs='+', default=[], metavar='IMG_PER_S',
@@ -72,6 +77,8 @@ def parse_args(argv=None):
                 f'{max(a.workers)} (each worker\'s first batch is not timed)')
     if a.feed and not a.loader_only:
         p.error('--feed goes with --loader-only')
+    if a.breakdown and a.loader_only:
+        p.error('--breakdown times training iterations: not with --loader-only')
     return a
 
 
@@ -111,10 +118,27 @@ def token_label_options(args):
             f'.label_root={root}']
 
 
+def config_with_breakdown(args, work_dir):
+    """The config with ``IterationBreakdownHook`` added, written into ``work_dir``."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(args.config)
+    imports = list(cfg.get('custom_imports', {}).get('imports', []))
+    cfg.custom_imports = dict(imports=[*imports, 'tools.analysis.iteration_breakdown'],
+                              allow_failed_imports=False)
+    cfg.custom_hooks = [*cfg.get('custom_hooks', []),
+                        dict(type='IterationBreakdownHook', skip=args.skip)]
+    path = osp.join(work_dir, 'config_with_breakdown.py')
+    cfg.dump(path)
+    return path
+
+
 def measure(args, workers):
     """One tools/train.py run; its throughput numbers."""
+    from tools.analysis.iteration_breakdown import RESULT_FILE
     work_dir = osp.join(args.work_dir, f'workers{workers}')
-    cmd = [sys.executable, osp.join(ROOT, 'tools', 'train.py'), args.config,
+    os.makedirs(work_dir, exist_ok=True)
+    config = config_with_breakdown(args, work_dir) if args.breakdown else args.config
+    cmd = [sys.executable, osp.join(ROOT, 'tools', 'train.py'), config,
            '--work-dir', work_dir, '--no-validate']
     if args.amp:
         cmd += ['--amp', args.amp]
@@ -125,7 +149,6 @@ def measure(args, workers):
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
     proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
-    os.makedirs(work_dir, exist_ok=True)
     with open(osp.join(work_dir, 'output.log'), 'w') as f:
         f.write(proc.stdout)
     logs = iteration_logs(proc.stdout)[args.skip:]
@@ -138,8 +161,12 @@ def measure(args, workers):
     sec = statistics.median(r['time'] for r in logs)
     data = statistics.median(r.get('data_time', 0.0) for r in logs)
     memory = max((r['memory'] for r in logs if 'memory' in r), default=None)
-    return dict(workers=workers, sec_per_iter=sec, img_per_s=args.batch_size / sec,
-                data_share=data / sec, peak_memory_mb=memory, timed_iters=len(logs))
+    row = dict(workers=workers, sec_per_iter=sec, img_per_s=args.batch_size / sec,
+               data_share=data / sec, peak_memory_mb=memory, timed_iters=len(logs))
+    if args.breakdown:
+        with open(osp.join(work_dir, RESULT_FILE)) as f:
+            row['breakdown_s'] = json.load(f)['median_s']
+    return row
 
 
 def measure_loader(args, workers):
@@ -210,6 +237,23 @@ def table(args, rows, step):
               'data loading is the bottleneck']
     if step:
         lines.append(f'Step alone (benchmark_hat.py, random tensors): {step:.0f} img/s')
+    if any('breakdown_s' in r for r in rows):
+        lines += ['', breakdown_table(rows)]
+    return '\n'.join(lines)
+
+
+def breakdown_table(rows):
+    """Median ms of each part of an iteration (--breakdown), one column per run."""
+    rows = [r for r in rows if 'breakdown_s' in r]
+    parts = sorted({k for r in rows for k in r['breakdown_s']} - {'iteration', 'other'},
+                   key=lambda k: (k.startswith('hook:'), k))
+    lines = ['Where an iteration goes (median ms, the device synchronised between the parts, '
+             'so the sum is slower than the run\'s s/iter):', '',
+             '| part |' + ''.join(f" {r['workers']} workers |" for r in rows),
+             '|---|' + '---|' * len(rows)]
+    for part in [*parts, 'other', 'iteration']:
+        lines.append(f'| {part} |' + ''.join(
+            f" {1e3 * r['breakdown_s'].get(part, 0.0):.1f} |" for r in rows))
     return '\n'.join(lines)
 
 
