@@ -22,7 +22,7 @@
 _base_ = [
     'mmpretrain::deit/deit-base-distilled_16xb64_in1k.py',
     './_base_/hat.py',
-    './_base_/official_augmentation.py',
+    './_base_/official_settings.py',
 ]
 
 model = dict(
@@ -36,14 +36,9 @@ model = dict(
                    num_classes=1000),
         checkpoint='checkpoints/regnety_160-a5fe301d.pth'),
 )
-# Official: train_kd.py sets torch.backends.cudnn.benchmark = True (mmpretrain's
-# runtime: False); it picks the fastest convolution algorithms for the fixed input size.
-env_cfg = dict(cudnn_benchmark=True)
-# Official: train_kd.py seeds torch and numpy with --seed (default 42) + rank, so every
-# GPU draws its own drop-path masks and mixup/cutmix (mmengine's default: one seed shared by
-# all ranks, which repeats those draws on every GPU). The data sampler's shuffle stays
-# common to all ranks (mmengine broadcasts its seed).
-randomness = dict(seed=42, diff_rank_seed=True)
+# Official (train_kd.py): cuDNN autotuning on; seeds 42 + rank (_base_/official_settings.py).
+env_cfg = {{_base_.official_env_cfg}}
+randomness = {{_base_.official_randomness}}
 
 # timm's optimizer filter skips DeiT's no_weight_decay() = pos_embed, cls_token, dist_token
 # fused=True: torch's one-kernel AdamW (the same update as the for-each AdamW the official
@@ -62,7 +57,7 @@ param_scheduler = [dict(type='TimmCosineLR', cosine_epochs=300, warmup_epochs=5,
 train_cfg = dict(max_epochs=310)
 
 # Official: the recipe's augmentation with random erasing after the mixing
-# (_base_/official_augmentation.py).
+# (_base_/official_settings.py).
 train_pipeline = {{_base_.imagenet_train_pipeline}}
 # per GPU; 8 GPUs -> 1024. drop_last: train_kd.py's loader (timm's create_loader, is_training)
 # drops the last incomplete batch of each epoch. num_workers: train_kd.py's -j default, 8 per
@@ -70,21 +65,14 @@ train_pipeline = {{_base_.imagenet_train_pipeline}}
 train_dataloader = dict(batch_size=128, drop_last=True, num_workers=8,
                         dataset=dict(pipeline=train_pipeline))
 # Mixup/cutmix and random erasing as train_kd.py's loader runs them (timm's batch mode, then
-# erasing the normalised batch; _base_/official_augmentation.py): no mmpretrain batch augments
+# erasing the normalised batch; _base_/official_settings.py): no mmpretrain batch augments
 # (model.train_cfg=None above).
 data_preprocessor = {{_base_.official_data_preprocessor}}
 
-# Official: timm's crop_pct 0.9 (mmpretrain's recipe resizes to 256).
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='ResizeEdge', scale=248, edge='short', backend='pillow',
-         interpolation='bicubic'),
-    dict(type='CenterCrop', crop_size=224),
-    dict(type='PackInputs'),
-]
+# Official: timm's crop_pct 0.9, resize 248, centre crop 224 (_base_/official_settings.py;
+# mmpretrain's recipe resizes to 256).
+test_pipeline = {{_base_.imagenet_test_pipeline}}
 val_dataloader = dict(num_workers=8, dataset=dict(pipeline=test_pipeline))
 test_dataloader = dict(num_workers=8, dataset=dict(pipeline=test_pipeline))
-# Official: timm's CheckpointSaver keeps the best top-1 checkpoint (model_best.pth.tar) and
-# the 3 most recent ones (--checkpoint-hist 3).
-default_hooks = dict(
-    checkpoint=dict(save_best='accuracy/top1', rule='greater', max_keep_ckpts=3))
+# Official: the best top-1 checkpoint and the 3 most recent (_base_/official_settings.py).
+default_hooks = dict(checkpoint={{_base_.official_checkpoint}})

@@ -6,17 +6,12 @@
 _base_ = [
     'mmpretrain::swin_transformer/swin-tiny_16xb64_in1k.py',
     './hat.py',
-    './official_augmentation.py',
+    './official_settings.py',
 ]
 
-# Official: train.py and train_kd.py set torch.backends.cudnn.benchmark = True (mmpretrain's
-# runtime: False); it picks the fastest convolution algorithms for the fixed input size.
-env_cfg = dict(cudnn_benchmark=True)
-# Official: train.py and train_kd.py seed torch and numpy with --seed (default 42) + rank,
-# so every GPU draws its own drop-path masks and mixup/cutmix (mmengine's default: one seed
-# shared by all ranks, which repeats those draws on every GPU). The data sampler's shuffle
-# stays common to all ranks (mmengine broadcasts its seed).
-randomness = dict(seed=42, diff_rank_seed=True)
+# Official: cuDNN autotuning on; seeds 42 + rank (_base_/official_settings.py).
+env_cfg = {{_base_.official_env_cfg}}
+randomness = {{_base_.official_randomness}}
 
 # timm convention of the official code: lr is given for a total batch of 1024 and scaled
 # linearly with the real total batch (auto_scale_lr), on any number of GPUs.
@@ -44,7 +39,7 @@ param_scheduler = [dict(type='TimmCosineLR', cosine_epochs=300, warmup_epochs=20
 train_cfg = dict(max_epochs=310)
 
 # Official: the recipe's augmentation with random erasing after the mixing
-# (_base_/official_augmentation.py).
+# (_base_/official_settings.py).
 train_pipeline = {{_base_.imagenet_train_pipeline}}
 # per GPU; 8 GPUs -> 1024. drop_last: the official loader (timm's create_loader, is_training)
 # drops the last incomplete batch of each epoch. num_workers: the official train.py's -j
@@ -52,24 +47,16 @@ train_pipeline = {{_base_.imagenet_train_pipeline}}
 train_dataloader = dict(batch_size=128, drop_last=True, num_workers=8,
                         dataset=dict(pipeline=train_pipeline))
 # Mixup/cutmix and random erasing as the official loader runs them (timm's batch mode, then
-# erasing the normalised batch; _base_/official_augmentation.py), in the data preprocessor,
+# erasing the normalised batch; _base_/official_settings.py), in the data preprocessor,
 # so no mmpretrain batch augments.
 data_preprocessor = {{_base_.official_data_preprocessor}}
 model = dict(train_cfg=None)
 
 # Official evaluation (validate.py): timm's crop_pct 0.9 of Swin: resize the short side to
-# floor(224 / 0.9) = 248 (bicubic), centre crop 224 (mmpretrain's recipe resizes to 256).
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='ResizeEdge', scale=248, edge='short', backend='pillow',
-         interpolation='bicubic'),
-    dict(type='CenterCrop', crop_size=224),
-    dict(type='PackInputs'),
-]
+# 248, centre crop 224 (_base_/official_settings.py; mmpretrain's recipe resizes to 256).
+test_pipeline = {{_base_.imagenet_test_pipeline}}
 val_dataloader = dict(num_workers=8, dataset=dict(pipeline=test_pipeline))
 test_dataloader = dict(num_workers=8, dataset=dict(pipeline=test_pipeline))
 
-# Official: timm's CheckpointSaver keeps the best top-1 checkpoint (model_best.pth.tar) and
-# the 3 most recent ones (--checkpoint-hist 3).
-default_hooks = dict(
-    checkpoint=dict(save_best='accuracy/top1', rule='greater', max_keep_ckpts=3))
+# Official: the best top-1 checkpoint and the 3 most recent (_base_/official_settings.py).
+default_hooks = dict(checkpoint={{_base_.official_checkpoint}})

@@ -10,7 +10,7 @@
 _base_ = [
     'mmpretrain::deit/deit-tiny_4xb256_in1k.py',
     './hat.py',
-    './official_augmentation.py',
+    './official_settings.py',
 ]
 
 model = dict(backbone=dict(drop_path_rate=0.1), train_cfg=None)  # mixing: data_preprocessor
@@ -20,7 +20,7 @@ model = dict(backbone=dict(drop_path_rate=0.1), train_cfg=None)  # mixing: data_
 # act in this normalised space, so they must match for the perturbation to be the paper's.
 # The pixel fill of RandAugment (timm: round(255 * mean)) follows the same statistics.
 # Mixup/cutmix (timm's batch mode) and then random erasing as the official loader runs them,
-# in the data preprocessor (_base_/official_augmentation.py's official_data_preprocessor, with
+# in the data preprocessor (_base_/official_settings.py's official_data_preprocessor, with
 # these statistics): so no mmpretrain batch augments, and no erasing in the train pipeline.
 data_preprocessor = dict(type='EraseAfterMixDataPreprocessor', mean=[127.5, 127.5, 127.5],
                          std=[127.5, 127.5, 127.5], mixup_alpha=0.8, cutmix_alpha=1.0,
@@ -36,14 +36,8 @@ train_pipeline = [
     dict(type='PackInputs'),
 ]
 # Official evaluation (validate.py): timm's crop_pct 0.9 of vit_*_patch16_224: resize the
-# short side to floor(224 / 0.9) = 248 (bicubic), centre crop 224 (mmpretrain: 256).
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='ResizeEdge', scale=248, edge='short', backend='pillow',
-         interpolation='bicubic'),
-    dict(type='CenterCrop', crop_size=224),
-    dict(type='PackInputs'),
-]
+# short side to 248, centre crop 224 (_base_/official_settings.py; mmpretrain: 256).
+test_pipeline = {{_base_.imagenet_test_pipeline}}
 # 8 x 128. drop_last: the official loader (timm's create_loader, is_training) drops the last
 # incomplete batch of each epoch. num_workers: the official train.py's -j default, 8 per GPU,
 # for training and evaluation (mmpretrain's recipe: 5).
@@ -51,14 +45,9 @@ train_dataloader = dict(batch_size=128, drop_last=True, num_workers=8,
                         dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(num_workers=8, dataset=dict(pipeline=test_pipeline))
 test_dataloader = dict(num_workers=8, dataset=dict(pipeline=test_pipeline))
-# Official: train.py and train_kd.py set torch.backends.cudnn.benchmark = True (mmpretrain's
-# runtime: False); it picks the fastest convolution algorithms for the fixed input size.
-env_cfg = dict(cudnn_benchmark=True)
-# Official: train.py and train_kd.py seed torch and numpy with --seed (default 42) + rank,
-# so every GPU draws its own drop-path masks and mixup/cutmix (mmengine's default: one seed
-# shared by all ranks, which repeats those draws on every GPU). The data sampler's shuffle
-# stays common to all ranks (mmengine broadcasts its seed).
-randomness = dict(seed=42, diff_rank_seed=True)
+# Official: cuDNN autotuning on; seeds 42 + rank (_base_/official_settings.py).
+env_cfg = {{_base_.official_env_cfg}}
+randomness = {{_base_.official_randomness}}
 
 # Official: no clipping (the HAT loop calls optimizer.step() itself; --clip-grad is unused).
 # fused=True: torch's one-kernel AdamW (the same update as the for-each AdamW the official
@@ -77,7 +66,5 @@ train_cfg = dict(max_epochs=310)
 # Official: no EMA (--model-ema is off by default and no published command turns it on).
 custom_hooks = []
 
-# Official: timm's CheckpointSaver keeps the best top-1 checkpoint (model_best.pth.tar) and
-# the 3 most recent ones (--checkpoint-hist 3).
-default_hooks = dict(
-    checkpoint=dict(save_best='accuracy/top1', rule='greater', max_keep_ckpts=3))
+# Official: the best top-1 checkpoint and the 3 most recent (_base_/official_settings.py).
+default_hooks = dict(checkpoint={{_base_.official_checkpoint}})

@@ -18,7 +18,7 @@ _base_ = [
     'mmpretrain::_base_/datasets/imagenet_bs64_swin_224.py',
     'mmpretrain::_base_/schedules/imagenet_bs1024_adamw_swin.py',
     'mmpretrain::_base_/default_runtime.py',
-    './official_augmentation.py',
+    './official_settings.py',
 ]
 
 data_root = 'data/imagenet'
@@ -109,14 +109,9 @@ train_dataloader = dict(
     dataset=dict(data_root=data_root, pipeline=train_pipeline))
 val_dataloader = dict(num_workers=8, dataset=dict(data_root=data_root, pipeline=test_pipeline))
 test_dataloader = val_dataloader
-# Official: train.py sets torch.backends.cudnn.benchmark = True (mmpretrain's
-# runtime: False); it picks the fastest convolution algorithms for the fixed input size.
-env_cfg = dict(cudnn_benchmark=True)
-# Official: train.py seeds torch and numpy with --seed (default 42) + rank, so every GPU
-# draws its own drop-path masks, mixup/cutmix and MixToken boxes (mmengine's default: one
-# seed shared by all ranks, which repeats those draws on every GPU). The data sampler's
-# shuffle stays common to all ranks (mmengine broadcasts its seed).
-randomness = dict(seed=42, diff_rank_seed=True)
+# Official: cuDNN autotuning on; seeds 42 + rank (./official_settings.py).
+env_cfg = {{_base_.official_env_cfg}}
+randomness = {{_base_.official_randomness}}
 
 # timm's AdamW as the official script builds it: lr per 1024 images scaled linearly,
 # weight decay 0.05, none on 1-D parameters and on VOLO's no_weight_decay() = pos_embed,
@@ -140,7 +135,5 @@ param_scheduler = [dict(type='TimmCosineLR', cosine_epochs=300, warmup_epochs=20
                         warmup_lr=1e-6, min_lr=1e-5)]
 train_cfg = dict(by_epoch=True, max_epochs=310, val_interval=1)
 
-# Official: timm's CheckpointSaver keeps the best top-1 checkpoint (model_best.pth.tar) and
-# the 3 most recent ones (--checkpoint-hist 3).
-default_hooks = dict(
-    checkpoint=dict(save_best='accuracy/top1', rule='greater', max_keep_ckpts=3))
+# Official: the best top-1 checkpoint and the 3 most recent (./official_settings.py).
+default_hooks = dict(checkpoint={{_base_.official_checkpoint}})

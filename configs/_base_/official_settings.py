@@ -1,7 +1,9 @@
-# The official scripts' training augmentation, shared by the paper configs (they use these
-# names through {{_base_.*}}; the names are their own because the mmpretrain recipes beside
-# this file already define train_pipeline and data_preprocessor, and mmengine refuses a key
-# that two bases define).
+# What the official scripts (jiawangbai/HAT train.py and train_kd.py on timm, validate.py)
+# run where mmpretrain's recipes set something else, shared by all paper configs. The names
+# are their own (official_*, imagenet_*) because the mmpretrain recipes beside this file
+# already define train_pipeline, data_preprocessor, env_cfg, randomness, default_hooks, and
+# mmengine refuses a key that two bases define; the paper configs use them through
+# {{_base_.*}}.
 #
 # Random erasing as timm's and tlt's prefetcher runs it: on the normalised batch after
 # mixup/cutmix, --reprob 0.25, --remode pixel (N(0, 1) per pixel), --recount 1, one block of
@@ -34,3 +36,29 @@ imagenet_train_pipeline = [
          hparams=dict(pad_val=[104, 116, 124], interpolation=train_interpolation)),
     dict(type='PackInputs'),
 ]
+
+# Evaluation as the official validate.py for the 224 models whose timm crop_pct is 0.9 (Swin,
+# ViT, DeiT-distilled): resize the short side to floor(224 / 0.9) = 248 (bicubic), centre crop
+# 224 (mmpretrain's recipes resize to 256). VOLO's crop_pct differs: its configs set their own.
+imagenet_test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='ResizeEdge', scale=248, edge='short', backend='pillow',
+         interpolation='bicubic'),
+    dict(type='CenterCrop', crop_size=224),
+    dict(type='PackInputs'),
+]
+
+# train.py and train_kd.py set torch.backends.cudnn.benchmark = True (mmpretrain's runtime:
+# False): it picks the fastest convolution algorithms for the fixed input size (the patch
+# embeddings, VOLO's stem, the RegNetY teacher).
+official_env_cfg = dict(cudnn_benchmark=True)
+
+# train.py and train_kd.py seed torch and numpy with --seed (default 42) + rank, so every GPU
+# draws its own drop-path masks, mixup/cutmix and MixToken boxes (mmengine's default: one
+# seed shared by all ranks, which repeats those draws on every GPU). The data sampler's
+# shuffle stays common to all ranks (mmengine broadcasts its seed).
+official_randomness = dict(seed=42, diff_rank_seed=True)
+
+# timm's CheckpointSaver keeps the best top-1 checkpoint (model_best.pth.tar) and the 3 most
+# recent ones (--checkpoint-hist 3): default_hooks = dict(checkpoint=official_checkpoint).
+official_checkpoint = dict(save_best='accuracy/top1', rule='greater', max_keep_ckpts=3)
