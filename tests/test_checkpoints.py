@@ -123,3 +123,51 @@ def test_dataset_and_evaluator_paths_name_the_layout_and_fix(tmp_path):
         check_evaluator_files(cfg, ['val_evaluator'])
     (tmp_path / 'ann.json').write_text('{}')
     check_evaluator_files(cfg, ['val_evaluator'])
+
+
+@pytest.mark.parametrize('saved_scale', [None, 1024.0])
+def test_resuming_a_bf16_run_with_fp16_starts_a_new_loss_scale(tmp_path, saved_scale):
+    """``--amp bf16`` saves its (disabled) loss scaler as an empty state, which torch's
+    GradScaler refuses; resumed with fp16 loss scaling, the scale starts afresh and the
+    optimizer state resumes. A saved scale (an fp16 run) is still restored."""
+    from types import SimpleNamespace
+
+    from mmengine.optim import AmpOptimWrapper
+
+    from hat_mm.engine.resume import prepare_resume
+    model = tiny_vit_classifier()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    sum(p.sum() for p in model.parameters()).backward()
+    optimizer.step()
+    scaler_state = (torch.amp.GradScaler('cpu', enabled=False).state_dict() if saved_scale is None
+                    else torch.amp.GradScaler('cpu', init_scale=saved_scale).state_dict())
+    path = tmp_path / 'epoch_1.pth'
+    torch.save({'state_dict': model.state_dict(), 'meta': {},
+                'optimizer': dict(optimizer.state_dict(), loss_scaler=scaler_state)}, path)
+
+    def fp16_runner():
+        warnings = []
+        wrapper = SimpleNamespace(
+            loss_scaler=torch.amp.GradScaler('cpu'),  # enabled, as fp16's on a GPU
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9))
+        return SimpleNamespace(_has_loaded=False, _resume=True, _load_from=str(path),
+                               work_dir=str(tmp_path), model=model, optim_wrapper=wrapper,
+                               logger=SimpleNamespace(warning=warnings.append, info=print),
+                               warnings=warnings)
+
+    runner = fp16_runner()
+    if saved_scale is None:  # what mmengine's resume would meet without the check
+        with pytest.raises(RuntimeError, match='empty'):
+            AmpOptimWrapper.load_state_dict(runner.optim_wrapper,
+                                            torch.load(path)['optimizer'])
+        runner = fp16_runner()
+    prepare_resume(runner)
+    AmpOptimWrapper.load_state_dict(runner.optim_wrapper, torch.load(path)['optimizer'])
+    scaler = runner.optim_wrapper.loss_scaler
+    assert scaler.get_scale() == (saved_scale or 2.0**16)
+    assert len(runner.warnings) == (saved_scale is None)
+    if saved_scale is None:
+        assert 'loss scale starts afresh' in runner.warnings[0]
+    resumed = runner.optim_wrapper.optimizer.state_dict()['state']
+    for key, value in optimizer.state_dict()['state'].items():
+        torch.testing.assert_close(resumed[key]['momentum_buffer'], value['momentum_buffer'])

@@ -314,3 +314,35 @@ def test_real_amp_optim_wrapper_bf16_runs_the_hat_step(monkeypatch):
     cos = F.cosine_similarity(results[0], results[1], dim=0)
     assert cos > 0.98, cos
     assert 0.9 < results[1].norm() / results[0].norm() < 1.1
+
+
+@pytest.mark.parametrize('precision, dtype, scaled', [('fp16', 'float16', True),
+                                                      ('bf16', 'bfloat16', False)])
+def test_amp_scales_the_loss_in_fp16_only(monkeypatch, precision, dtype, scaled):
+    """``tools/train.py --amp``: fp16 with dynamic loss scaling; bf16 (float32's exponent
+    range) without a scaler, so no inf check and sync before each step and no skipped steps
+    where a growing scale overflows. A loss_scale the config sets is kept."""
+    import warnings
+
+    from mmengine.config import Config
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.optim.optimizer import amp_optimizer_wrapper as amp_mod
+
+    from tools import train
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)  # --amp needs a GPU
+    monkeypatch.setattr(amp_mod, 'is_cuda_available', lambda: True)
+    cfg = train.merge_args(Config.fromfile('configs/hat_vit_t.py'),
+                           train.parse_args(['configs/hat_vit_t.py', '--amp', precision]))
+    wrapper_cfg = cfg.optim_wrapper
+    assert wrapper_cfg.type == 'AmpOptimWrapper' and wrapper_cfg.dtype == dtype
+    model = tiny_vit_classifier(hat=dict(adv_iters=3), loss=LOSSES['hard'])
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        wrapper = build_optim_wrapper(model, copy.deepcopy(wrapper_cfg))
+    assert wrapper.cast_dtype == getattr(torch, dtype)
+    assert wrapper.loss_scaler.is_enabled() is scaled
+    # the config's own choice wins
+    own = Config.fromfile('configs/hat_vit_t.py')
+    own.optim_wrapper.loss_scale = 512.0
+    own = train.merge_args(own, train.parse_args(['configs/hat_vit_t.py', '--amp', precision]))
+    assert own.optim_wrapper.loss_scale == 512.0

@@ -22,7 +22,7 @@ def parse_args(argv=None):
                         'checkpoint in the work dir')
     parser.add_argument('--amp', nargs='?', const='fp16', choices=['fp16', 'bf16'],
                         help='mixed precision through mmengine AmpOptimWrapper '
-                        '(fp16 with dynamic loss scaling, or bf16)')
+                        '(fp16 with dynamic loss scaling, or bf16 without loss scaling)')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the LR linearly with the total batch size '
                         '(cfg.auto_scale_lr.base_batch_size)')
@@ -37,13 +37,8 @@ def merge_args(cfg, args):
         if not torch.cuda.is_available():
             raise SystemExit('--amp needs a GPU: mmengine AmpOptimWrapper runs on CUDA '
                              'devices only. Drop --amp to train in fp32 on this machine.')
-        wrapper_type = cfg.optim_wrapper.get('type', 'OptimWrapper')
-        if wrapper_type not in ('OptimWrapper', 'AmpOptimWrapper'):
-            raise SystemExit(f'--amp cannot be combined with optim_wrapper.type='
-                             f'{wrapper_type}')
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
-        cfg.optim_wrapper.dtype = 'bfloat16' if args.amp == 'bf16' else 'float16'
+        from hat_mm.utils.tool_args import use_amp
+        use_amp(cfg.optim_wrapper, args.amp)
     if args.auto_scale_lr:
         cfg.setdefault('auto_scale_lr', {})['enable'] = True
     if args.no_validate:

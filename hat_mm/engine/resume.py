@@ -42,8 +42,8 @@ def prepare_resume(runner) -> None:
             return
         runner.logger.info(f'--resume: the latest checkpoint of {runner.work_dir} is {path}')
         runner._load_from = path
-    state = state_dict_of(load_checkpoint_file(path, 'resume checkpoint'),
-                          f'resume checkpoint {path}')
+    checkpoint = load_checkpoint_file(path, 'resume checkpoint')
+    state = state_dict_of(checkpoint, f'resume checkpoint {path}')
     mismatch = describe_mismatch(compare_state_dicts(bare_model(runner).state_dict(), state))
     if mismatch:
         raise CheckpointError(
@@ -51,3 +51,20 @@ def prepare_resume(runner) -> None:
             'Resume with the config the checkpoint was trained with; to start a new run from '
             f'its weights use --cfg-options load_from={path} without --resume. Nothing was '
             'loaded.')
+    _allow_a_new_loss_scale(runner, checkpoint, path)
+
+
+def _allow_a_new_loss_scale(runner, checkpoint, path) -> None:
+    """A run saved without loss scaling (``--amp bf16``: its scaler is off and saves an empty
+    state) resumed with fp16's dynamic loss scaling (``--amp``, e.g. on GPUs without bf16):
+    torch's ``GradScaler`` refuses the empty state, so the scaler starts afresh, as in a new
+    fp16 run, and the rest (weights, optimizer state, schedule) resumes."""
+    scaler = getattr(runner.optim_wrapper, 'loss_scaler', None)
+    saved = (checkpoint.get('optimizer') or {}) if isinstance(checkpoint, dict) else {}
+    if scaler is None or not scaler.is_enabled() or saved.get('loss_scaler', None) != {}:
+        return
+    runner.logger.warning(
+        f'resume checkpoint {path} was trained without loss scaling (--amp bf16) and this run '
+        'scales the loss (--amp, fp16): the loss scale starts afresh.')
+    load = scaler.load_state_dict
+    scaler.load_state_dict = lambda state: load(state) if state else None

@@ -1,5 +1,6 @@
 """What ``tools/train.py`` and ``tools/test.py`` share: the runner arguments of the command
-line, and the config they load (checked ``--cfg-options`` merged, launcher, work dir)."""
+line, the config they load (checked ``--cfg-options`` merged, launcher, work dir), and the
+mixed-precision optim wrapper of ``--amp`` (also used by ``tools/analysis/benchmark_hat.py``)."""
 import argparse
 import os
 import os.path as osp
@@ -36,3 +37,25 @@ def load_tool_config(args: argparse.Namespace) -> Config:
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     return cfg
+
+
+# Loss scaling by precision. fp16 needs dynamic loss scaling: its 5 exponent bits underflow
+# small gradients. bf16 has float32's exponent range, so the scaler is left off (PyTorch's
+# advice): no inf check and host sync before each optimizer step, and no periodically skipped
+# step where an ever-growing scale overflows.
+AMP_LOSS_SCALE = dict(fp16='dynamic', bf16=dict(enabled=False))
+
+
+def use_amp(optim_wrapper: dict, precision: str) -> dict:
+    """Turn ``optim_wrapper`` (a config dict, changed in place and returned) into mmengine's
+    ``AmpOptimWrapper`` for ``precision`` ``'fp16'`` or ``'bf16'``: autocast dtype and the
+    loss scaling of :data:`AMP_LOSS_SCALE`, unless the config sets ``loss_scale`` itself."""
+    if precision not in AMP_LOSS_SCALE:
+        raise ValueError(f'--amp {precision!r}: expected one of {sorted(AMP_LOSS_SCALE)}')
+    wrapper_type = optim_wrapper.get('type', 'OptimWrapper')
+    if wrapper_type not in ('OptimWrapper', 'AmpOptimWrapper'):
+        raise SystemExit(f'--amp cannot be combined with optim_wrapper.type={wrapper_type}')
+    optim_wrapper['type'] = 'AmpOptimWrapper'
+    optim_wrapper['dtype'] = 'float16' if precision == 'fp16' else 'bfloat16'
+    optim_wrapper.setdefault('loss_scale', AMP_LOSS_SCALE[precision])
+    return optim_wrapper

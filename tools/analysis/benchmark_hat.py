@@ -331,6 +331,7 @@ def main(argv=None):
     args = parse_args(argv)
     import hat_mm  # noqa: F401
     from hat_mm.engine import apply_hat
+    from hat_mm.utils.tool_args import use_amp
     if not osp.isfile(args.config):
         raise SystemExit(f'config not found: {args.config} (a path like configs/hat_swin_t.py)')
     cfg = Config.fromfile(args.config)
@@ -354,9 +355,8 @@ def main(argv=None):
     img = input_size(cfg, args.img_size)
     dtype = {'fp16': torch.float16, 'bf16': torch.bfloat16, None: None}[args.amp]
     wrapper_cfg = copy.deepcopy(cfg.optim_wrapper)
-    if args.amp:
-        wrapper_cfg.update(type='AmpOptimWrapper', dtype='float16' if args.amp == 'fp16'
-                           else 'bfloat16', loss_scale='dynamic')
+    if args.amp:  # as tools/train.py --amp: bf16 without loss scaling, as the official step
+        use_amp(wrapper_cfg, args.amp)
 
     torch.manual_seed(0)
     teacher = build_teacher(cfg.model, device)
