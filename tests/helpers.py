@@ -76,3 +76,20 @@ def random_batch(n=6, soft=False, seed=1):
             s.set_gt_score(score / score.sum())
         samples.append(s)
     return dict(inputs=inputs, data_samples=samples)
+
+
+def paper_config(path, model_type):
+    """A paper config as HATRunner builds it, after checking what every paper config shares:
+    HATRunner, the HAT classifier ``model_type`` and the official HAT values."""
+    from mmengine.config import Config
+
+    from hat_mm.engine import apply_hat
+    raw = Config.fromfile(path)
+    assert raw.runner_type == 'HATRunner'
+    cfg = apply_hat(raw)
+    assert cfg.model.type == model_type
+    hat = cfg.model.hat
+    assert (hat.adv_iters, hat.adv_epochs, hat.adv_kl_weight, hat.adv_ce_weight) == \
+        (3, 200, 0.01, 3.0)
+    assert abs(hat.adv_eps - 2 / 255) < 1e-8 and abs(hat.adv_lr - 1 / 255) < 1e-12
+    return cfg

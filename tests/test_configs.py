@@ -10,6 +10,7 @@ from mmengine.registry import DefaultScope
 import hat_mm  # noqa: F401
 from hat_mm.engine import apply_hat
 
+from .helpers import paper_config
 from .runner_utils import ROOT
 
 # params (M, the paper's table), per-GPU batch, drop-path, warm-up epochs
@@ -33,14 +34,7 @@ def merged(name):
 @pytest.mark.parametrize('name', sorted(PAPER))
 def test_pretraining_config(name):
     params_m, batch, drop_path, warmup = PAPER[name]
-    raw = Config.fromfile(osp.join(ROOT, 'configs', f'{name}.py'))
-    assert raw.runner_type == 'HATRunner'
-    cfg = apply_hat(raw)
-    assert cfg.model.type == 'HATImageClassifier'
-    hat = cfg.model.hat
-    assert (hat.adv_iters, hat.adv_epochs, hat.adv_kl_weight, hat.adv_ce_weight) == \
-        (3, 200, 0.01, 3.0)
-    assert abs(hat.adv_eps - 0.00784314) < 1e-9
+    cfg = paper_config(osp.join(ROOT, 'configs', f'{name}.py'), 'HATImageClassifier')
     assert cfg.train_dataloader.batch_size == batch
     assert cfg.model.backbone.drop_path_rate == drop_path
     assert cfg.optim_wrapper.optimizer.type == 'AdamW'

@@ -17,7 +17,7 @@ import hat_mm.models.distillation  # noqa: F401  (registers the distilled classi
 from hat_mm import hat_backward
 from hat_mm.engine import apply_hat
 
-from .helpers import EPS, reference_hat_loop
+from .helpers import EPS, paper_config, reference_hat_loop
 from .runner_utils import ROOT
 
 DEMO_CONFIG = osp.join(ROOT, 'configs', 'demo', 'hat_vit_digits.py')
@@ -27,13 +27,7 @@ CONFIG = osp.join(ROOT, 'configs', 'hat_deit_b_distilled.py')
 def test_deit_distilled_config():
     import timm
     from mmpretrain.registry import MODELS
-    raw = Config.fromfile(CONFIG)
-    assert raw.runner_type == 'HATRunner'
-    cfg = apply_hat(raw)
-    assert cfg.model.type == 'HATDistilledImageClassifier'
-    hat = cfg.model.hat
-    assert (hat.adv_iters, hat.adv_epochs, hat.adv_kl_weight, hat.adv_ce_weight) == \
-        (3, 200, 0.01, 3.0)
+    cfg = paper_config(CONFIG, 'HATDistilledImageClassifier')
     assert cfg.model.backbone.type == 'DistilledVisionTransformer'
     assert cfg.model.backbone.arch == 'deit-base' and cfg.model.backbone.drop_path_rate == 0.1
     assert cfg.model.head.type == 'DeiTClsHead'

@@ -20,7 +20,7 @@ import hat_mm.models.volo  # noqa: F401  (registers VOLOClassifier, HATVOLOClass
 from hat_mm import hat_backward
 from hat_mm.engine import apply_hat
 
-from .helpers import EPS, reference_hat_loop
+from .helpers import EPS, paper_config, reference_hat_loop
 from .runner_utils import ROOT
 
 DEMO_CONFIG = osp.join(ROOT, 'configs', 'demo', 'hat_vit_digits.py')
@@ -48,13 +48,7 @@ def _build(cfg_model, device=None):
 def test_volo_config(name):
     from timm.models import get_pretrained_cfg
     params_m, img, label_size, timm_name, crop_pct, lr, dp, epochs, gt = VOLO_ROWS[name]
-    raw = Config.fromfile(osp.join(ROOT, 'configs', f'{name}.py'))
-    assert raw.runner_type == 'HATRunner'
-    cfg = apply_hat(raw)
-    assert cfg.model.type == 'HATVOLOClassifier'
-    hat = cfg.model.hat
-    assert (hat.adv_iters, hat.adv_epochs, hat.adv_kl_weight, hat.adv_ce_weight) == \
-        (3, 200, 0.01, 3.0)
+    cfg = paper_config(osp.join(ROOT, 'configs', f'{name}.py'), 'HATVOLOClassifier')
     assert cfg.model.model_name == timm_name and cfg.model.drop_path_rate == dp
     assert cfg.model.token_label_loss == dict(type='TokenLabelLoss', dense_weight=0.5,
                                               cls_weight=1.0, ground_truth=gt)
