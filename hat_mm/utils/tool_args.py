@@ -41,7 +41,8 @@ def load_tool_config(args: argparse.Namespace) -> Config:
 
 # Loss scaling by precision. fp16 needs dynamic loss scaling: its 5 exponent bits underflow
 # small gradients. bf16 has float32's exponent range, so the scaler is left off (PyTorch's
-# advice): no inf check and host sync before each optimizer step, and no periodically skipped
+# advice): no scaled backward passes, no pass over the gradients looking for infs before each
+# optimizer step (with a for-each optimizer also a host sync), and no periodically skipped
 # step where an ever-growing scale overflows.
 AMP_LOSS_SCALE = dict(fp16='dynamic', bf16=dict(enabled=False))
 
