@@ -346,3 +346,13 @@ def test_amp_scales_the_loss_in_fp16_only(monkeypatch, precision, dtype, scaled)
     own.optim_wrapper.loss_scale = 512.0
     own = train.merge_args(own, train.parse_args(['configs/hat_vit_t.py', '--amp', precision]))
     assert own.optim_wrapper.loss_scale == 512.0
+
+
+def test_amp_refuses_another_optim_wrapper_type_naming_it():
+    from hat_mm.utils.tool_args import use_amp
+    with pytest.raises(ValueError, match='optim_wrapper.type=ApexOptimWrapper: drop --amp'):
+        use_amp(dict(type='ApexOptimWrapper'), 'fp16')
+    with pytest.raises(ValueError, match="--amp 'fp8'"):
+        use_amp(dict(), 'fp8')
+    assert use_amp(dict(type='AmpOptimWrapper', loss_scale=8.0), 'bf16') == dict(
+        type='AmpOptimWrapper', dtype='bfloat16', loss_scale=8.0)

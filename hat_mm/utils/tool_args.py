@@ -55,7 +55,9 @@ def use_amp(optim_wrapper: dict, precision: str) -> dict:
         raise ValueError(f'--amp {precision!r}: expected one of {sorted(AMP_LOSS_SCALE)}')
     wrapper_type = optim_wrapper.get('type', 'OptimWrapper')
     if wrapper_type not in ('OptimWrapper', 'AmpOptimWrapper'):
-        raise SystemExit(f'--amp cannot be combined with optim_wrapper.type={wrapper_type}')
+        raise ValueError(f'--amp {precision} makes the optim wrapper an AmpOptimWrapper, but the '
+                         f'config sets optim_wrapper.type={wrapper_type}: drop --amp, or set '
+                         'the mixed precision in that wrapper\'s own config.')
     optim_wrapper['type'] = 'AmpOptimWrapper'
     optim_wrapper['dtype'] = 'float16' if precision == 'fp16' else 'bfloat16'
     optim_wrapper.setdefault('loss_scale', AMP_LOSS_SCALE[precision])
