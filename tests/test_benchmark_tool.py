@@ -32,6 +32,26 @@ def test_benchmark_compiles_the_hat_mm_model(capsys):
     assert 'hat-mm compile: ' in out
 
 
+def test_eager_turns_the_configs_own_fast_paths_off(tmp_path, capsys):
+    """The paper configs compile on CUDA: --eager measures the model without that, and
+    --cfg-options still add one option on top."""
+    import os.path as osp
+    config = tmp_path / 'compiled_demo.py'
+    config.write_text(f"_base_ = ['{osp.abspath(DEMO_CONFIG)}']\n"
+                      "model = dict(compile=dict(backend='eager'), channels_last=True)\n")
+    common = [str(config), '--device', 'cpu', '--batch-size', '2', '--iters', '1',
+              '--warmup', '1', '--steps', 'hat-mm', '--peak-tflops', '1']
+    results = main(common)
+    assert 'compile' in results['hat-mm']  # as the config says
+    assert "fast paths: {'compile': {'backend': 'eager'}, 'channels_last': True}" in \
+        capsys.readouterr().out
+    results = main(common + ['--eager'])
+    assert 'compile' not in results['hat-mm']
+    assert 'fast paths: none;' in capsys.readouterr().out
+    main(common + ['--eager', '--cfg-options', 'model.channels_last=True'])
+    assert "fast paths: {'channels_last': True}" in capsys.readouterr().out
+
+
 def test_forward_flops_match_a_hand_count_including_attention():
     """The MFU numerator: FLOPs of a tiny ViT forward, counted by hand (2 per multiply-add)."""
     from tools.analysis.benchmark_hat import forward_flops_per_image
@@ -148,11 +168,17 @@ def test_benchmark_tables_measure_every_speed_option(tmp_path):
     from tools.analysis.benchmark_tables import variants_for
     swin, vit = variants_for('configs/hat_swin_t.py'), variants_for(DEMO_CONFIG)
     assert set(swin) - set(vit) == {'fused', 'fused+compile', 'fused+cudagraphs', 'foreach-adamw'}
-    assert set(vit) == {'eager', 'compile', 'cudagraphs', 'fused-adamw', 'channels-last', 'all'}
+    assert set(vit) == {'eager', 'compile', 'cudagraphs', 'fused-adamw', 'channels-last', 'all',
+                        'defaults'}
+    # each option on top of the eager model (the paper configs compile on CUDA), but the
+    # config's defaults as they are
+    assert all(extra[0] == '--eager' for name, extra in swin.items() if name != 'defaults')
+    assert swin['defaults'] == [] and swin['eager'] == ['--eager']
     # the paper configs have the fused AdamW on: their variant measures the for-each one
     assert 'fused-adamw' not in swin and swin['foreach-adamw'] == [
-        '--cfg-options', 'optim_wrapper.optimizer.fused=False']
-    assert swin['fused+cudagraphs'][:3] == ['--compile', '--compile-mode', 'reduce-overhead']
+        '--eager', '--cfg-options', 'optim_wrapper.optimizer.fused=False']
+    assert swin['fused+cudagraphs'][:4] == ['--eager', '--compile', '--compile-mode',
+                                            'reduce-overhead']
     with pytest.raises(SystemExit, match=r"--variants: unknown \['fused'\]"):
         tables_main(['--configs', DEMO_CONFIG, '--variants', 'fused', '--out-dir',
                      str(tmp_path)])  # a Swin-only option on a ViT config

@@ -138,9 +138,19 @@ def test_compile_for_other_devices_runs_eager_with_one_log_line():
     _assert_same_updates(updates, _hat_updates(_tiny_vit(), steps=2), rtol=0, atol=0)
 
     torch._dynamo.reset()
+    said.clear()
     cpu = _tiny_vit(compile=dict(devices='cpu', backend='aot_eager'))
     assert not cpu.hat_compiled  # decided at the first step
-    _hat_updates(cpu, steps=1)
+    logger.addHandler(handler)
+    try:
+        _hat_updates(cpu, steps=1)
+    finally:
+        logger.removeHandler(handler)
+    # a run that compiles says so (its first iteration is the slow one)
+    assert [m for m in said if 'model.compile' in m] == [
+        "model.compile: torch.compile({'backend': 'aot_eager'}) of VisionTransformer, "
+        'VisionTransformerClsHead; the first iteration compiles (minutes on a GPU), the ones '
+        'after it do not.']
     assert cpu.hat_compiled and cpu._hat_compile_pending is None
     assert all(m._compiled_call_impl is not None for m in cpu.hat_compile_modules())
     torch._dynamo.reset()

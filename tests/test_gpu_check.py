@@ -184,3 +184,43 @@ def test_detection_and_segmentation_start_from_the_first_checkpoint_if_resume_fa
     assert check.swin_checkpoint is None
     assert check.run_row('det/swin_t')['status'] == \
         'skipped: needs the checkpoint of pretrain/swin_t/fp32'
+
+
+def test_pretrain_rows_run_eager_and_dist_train_checks_the_compiled_default(tmp_path,
+                                                                            monkeypatch):
+    """The paper configs compile on CUDA: the nine pretraining rows turn that off (twice a
+    compile per row would take minutes each), ``dist_train`` runs the config as a user's first
+    command does (bf16, compiled, twice the row time) and fails if nothing was compiled."""
+    calls = []
+
+    def fake_train(self, cmd, required=(), env=None):
+        calls.append((self.name, self.timeout, cmd))
+        os.makedirs(self.dir, exist_ok=True)
+        for epoch in (1, 2):
+            open(os.path.join(self.dir, f'epoch_{epoch}.pth'), 'w').close()
+        said = ["type='AmpOptimWrapper' dtype='bfloat16'", 'resumed epoch: 1',
+                'Epoch(train) [2]', 'HAT: adversarial phase (K=3', 'GPU number: 1',
+                "Distributed training: True backend='nccl'"]
+        if compiled:
+            said.append("model.compile: torch.compile({}) of SwinTransformer, LinearClsHead")
+        return '\n'.join(said)
+
+    monkeypatch.setattr(gpu_check.Row, 'train', fake_train)
+    check = gpu_check.GpuCheck(str(tmp_path), dict(imagenet=str(tmp_path / 'data')), True, 1,
+                               60, False)
+    compiled = False
+    assert check.run_row('pretrain/vit_b/bf16')['status'] == 'pass'
+    for name, timeout, cmd in calls:
+        assert timeout == 60 and 'model.compile=None' in cmd
+    assert len(calls) == 2 and '--resume' in calls[1][2]
+    calls.clear()
+    row = check.run_row('dist_train/vit_t')
+    assert row['status'] == 'FAIL: the model was not compiled (model.compile of the config)'
+    (name, timeout, cmd), = calls
+    assert timeout == 120 and 'model.compile=None' not in cmd
+    assert cmd[:4] == ['bash', 'tools/dist_train.sh', 'configs/hat_vit_t.py', '1']
+    assert cmd[cmd.index('--amp') + 1] == 'bf16'
+    compiled = True
+    row = check.run_row('dist_train/vit_t')
+    assert row['status'] == 'pass' and row['numbers'].startswith('1 processes, nccl, bf16, '
+                                                                 'compiled')

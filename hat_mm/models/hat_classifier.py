@@ -67,7 +67,11 @@ class HATClassifierMixin:
                 self._hat_compile_pending = (compile_cfg, devices)
 
     def _hat_compile(self, kwargs: dict) -> None:
-        compile_modules(self, self.hat_compile_modules(), kwargs)
+        modules = self.hat_compile_modules()
+        print_log(f'model.compile: torch.compile({kwargs or ""}) of '
+                  f'{", ".join(type(m).__name__ for m in modules)}; the first iteration '
+                  'compiles (minutes on a GPU), the ones after it do not.', logger='current')
+        compile_modules(self, modules, kwargs)
         self.hat_compiled = True
         self.hat_compile_kwargs = dict(kwargs)  # for modules built later (a teacher)
 

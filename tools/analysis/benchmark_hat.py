@@ -3,7 +3,8 @@
 process, on the same weights and inputs.
 
     python tools/analysis/benchmark_hat.py CONFIG [--batch-size 128] [--amp bf16|fp16]
-        [--compile] [--channels-last] [--cfg-options model.fused_window_attention=True]
+        [--eager] [--compile] [--channels-last]
+        [--cfg-options model.fused_window_attention=True]
         [--device cuda|cpu] [--iters 20] [--peak-tflops 790] [--profile DIR]
 
 - plain:    one forward + backward + optimizer step of the classifier's own loss;
@@ -14,9 +15,10 @@ process, on the same weights and inputs.
 
 plain and official run the stock model (eager, mmpretrain's own modules); hat-mm runs the
 model as the config builds it, with its fast paths (``model.fused_window_attention``,
-``model.compile`` / ``--compile``, ``model.channels_last`` / ``--channels-last``). The two
-models start from the same weights and are timed one after the other, so each step's peak
-memory is its own.
+``model.compile`` / ``--compile``, ``model.channels_last`` / ``--channels-last``); ``--eager``
+turns the config's own fast paths off first (the paper configs compile on CUDA), so that
+``--cfg-options`` and the flags measure one option at a time. The two models start from the
+same weights and are timed one after the other, so each step's peak memory is its own.
 
 Every step uses the model's own training loss: a distillation model (DeiT-B distilled) runs
 its teacher, built from the config with random weights (no checkpoint needed), on each
@@ -37,7 +39,8 @@ on runs eager, silently), and graphs compiled in two more steps (there should be
 ``--profile DIR`` then runs a few more hat-mm steps under ``torch.profiler`` and prints where
 the time goes: the top operators by self time on the device (CPU time on CPU), the kernel
 launches, scalar reads (``.item()``) and GPU synchronisations (``cudaStreamSynchronize``, ...)
-per step, and the share of the step the GPU is idle (launch gaps); DIR gets the Chrome trace
+per step, and the share of the timed (unprofiled) step the GPU is idle (launch gaps and host
+waits; the profiler's own overhead would inflate them); DIR gets the Chrome trace
 (``trace.json``, for chrome://tracing or Perfetto) and ``profile.json``.
 """
 import argparse
@@ -78,6 +81,9 @@ def parse_args(argv=None):
                    help='override config entries, e.g. model.fused_window_attention=True')
     p.add_argument('--steps', default='plain,official,hat-mm',
                    help='comma-separated subset of plain,official,hat-mm')
+    p.add_argument('--eager', action='store_true',
+                   help="the config's model fast paths off (%s) before --cfg-options and the "
+                   'flags below' % ', '.join(FAST_PATH_KEYS))
     p.add_argument('--compile', action='store_true',
                    help='torch.compile the hat-mm model (model.compile=True)')
     p.add_argument('--compile-mode', default=None,
@@ -154,9 +160,13 @@ KERNEL_LAUNCH_EVENTS = ('cudaLaunchKernel', 'cudaLaunchKernelExC', 'cuLaunchKern
                         'cuLaunchKernelEx', 'cudaGraphLaunch')
 
 
-def profile_steps(fn, device, steps, out_dir=None, top=15):
+def profile_steps(fn, device, steps, out_dir=None, top=15, timed_sec=None):
     """Run ``fn`` ``steps`` times under torch.profiler; return a summary (per step: wall time,
-    device busy time, kernel launches, host syncs; the top operators by self time)."""
+    device busy time, kernel launches, host syncs; the top operators by self time).
+
+    The profiler slows the host (an H100 Swin-T HAT step: 441 ms profiled, 272 ms timed), so
+    the gaps it shows between kernels are partly its own. With ``timed_sec`` (the step timed
+    without the profiler) the idle share is the GPU's idle part of that step instead."""
     import os
     from torch.profiler import ProfilerActivity, profile
     cuda = device.startswith('cuda')
@@ -181,7 +191,9 @@ def profile_steps(fn, device, steps, out_dir=None, top=15):
     summary = dict(
         device=device, steps=steps, wall_ms_per_step=1e3 * wall,
         device_busy_ms_per_step=kernel_us / 1e3 / steps if cuda else None,
-        device_idle_share=(max(0.0, 1 - kernel_us / 1e6 / steps / wall) if cuda else None),
+        timed_ms_per_step=None if timed_sec is None else 1e3 * timed_sec,
+        device_idle_share=(max(0.0, 1 - kernel_us / 1e6 / steps / (timed_sec or wall))
+                           if cuda else None),
         kernel_launches_per_step=total(KERNEL_LAUNCH_EVENTS) / steps,
         host_syncs_per_step={k: n / steps for k in HOST_SYNC_EVENTS
                              if (n := total((k, )))},
@@ -199,9 +211,11 @@ def profile_steps(fn, device, steps, out_dir=None, top=15):
 
 def print_profile(summary):
     busy = summary['device_busy_ms_per_step']
+    timed = summary.get('timed_ms_per_step')
     print(f"profile of {summary['steps']} hat-mm steps: {summary['wall_ms_per_step']:.1f} ms "
-          'per step' + (f', device busy {busy:.1f} ms (idle '
-                        f"{100 * summary['device_idle_share']:.0f}%)" if busy is not None else '')
+          'per step' + (f' (timed without the profiler: {timed:.1f} ms)' if timed else '')
+          + (f', device busy {busy:.1f} ms (idle {100 * summary["device_idle_share"]:.0f}% of '
+             f'the {"timed" if timed else "profiled"} step)' if busy is not None else '')
           + f", {summary['kernel_launches_per_step']:.0f} kernel launches per step, "
           f"{summary['scalar_reads_per_step']:.0f} scalar reads (.item()) per step, GPU syncs "
           f"per step: {summary['host_syncs_per_step'] or 'none'}")
@@ -335,6 +349,9 @@ def main(argv=None):
     if not osp.isfile(args.config):
         raise SystemExit(f'config not found: {args.config} (a path like configs/hat_swin_t.py)')
     cfg = Config.fromfile(args.config)
+    if args.eager:
+        for key in FAST_PATH_KEYS:
+            cfg.model.pop(key, None)
     cfg.merge_from_dict(args.cfg_options)
     cfg = apply_hat(cfg)
     if args.compile:
@@ -457,7 +474,7 @@ def main(argv=None):
         if args.profile:
             results['hat-mm']['profile'] = profile_steps(
                 lambda: model.train_step(batch, optim_wrapper), device, args.profile_steps,
-                args.profile)
+                args.profile, timed_sec=results['hat-mm']['sec'])
             print_profile(results['hat-mm']['profile'])
 
     if 'plain' in results:

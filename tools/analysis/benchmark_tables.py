@@ -6,12 +6,14 @@
         [--variants eager,compile,...] [--stop-after SECONDS] [--tabulate-only]
 
 For each config, ``benchmark_hat.py`` runs once with all three steps on the stock model and
-hat-mm's step as configured, then once per speed option with hat-mm's step only:
+hat-mm's step eager (``eager``: the config's model fast paths off, ``benchmark_hat.py
+--eager``), then once per speed option on top of that, with hat-mm's step only:
 ``compile``, ``cudagraphs`` (``torch.compile`` mode ``reduce-overhead``: inductor and CUDA
 graphs), ``fused-adamw`` (``AdamW(fused=True)``; ``foreach-adamw``, ``fused=False``, for
 configs that have it on, as the paper configs do), ``channels-last``, for Swin configs ``fused``
 (``fused_window_attention``), ``fused+compile`` and ``fused+cudagraphs``, and ``all`` of them
-together (``compile`` in its default mode). Each run is a separate process (its own compile
+together (``compile`` in its default mode), and ``defaults``: the config as it is (the paper
+configs: ``compile`` on CUDA, fused AdamW). Each run is a separate process (its own compile
 caches and memory). The JSON and the output of every run are kept in ``--out-dir``; the tables
 are printed in Markdown and written to ``tables.md`` there, again after every run, so an
 interrupted job keeps what it measured. A run that fails
@@ -45,7 +47,7 @@ def parse_args(argv=None):
     p.add_argument('--variants', default=None,
                    help='comma-separated subset of eager,compile,cudagraphs,fused-adamw (or '
                    'foreach-adamw),'
-                   'channels-last,fused,fused+compile,fused+cudagraphs,all; eager (the '
+                   'channels-last,fused,fused+compile,fused+cudagraphs,all,defaults; eager (the '
                    'baseline, all three steps) runs too unless it is not listed and its JSON '
                    'from an earlier run is in --out-dir')
     p.add_argument('--out-dir', default='work_dirs/benchmark')
@@ -75,6 +77,8 @@ def variants_for(config):
                          'fused+cudagraphs': graphs + fused})
         every += fused
     variants['all'] = every
+    variants = {name: ['--eager'] + extra for name, extra in variants.items()}
+    variants['defaults'] = []  # the config as it is
     return variants
 
 

@@ -14,8 +14,12 @@ Rows (``--rows`` takes shell patterns of their names, e.g. ``ops 'pretrain/vit_t
   generated ImageNet-layout images of the real 224 size (``make_digits_imagenet.py``), one
   epoch of a few iterations, then ``--resume`` for a second epoch. Passes when both runs end
   well, every logged loss is finite, the adversarial terms ``loss_ce_adv``/``loss_kl_adv`` are
-  logged every iteration, the resumed run says ``resumed epoch: 1`` and both checkpoints exist;
-- ``dist_train/vit_t``: ``tools/dist_train.sh`` with one process per GPU (NCCL);
+  logged every iteration, the resumed run says ``resumed epoch: 1`` and both checkpoints exist.
+  These rows run eager (``model.compile=None``): compiling the model twice in each of nine
+  rows would take the check far past its minutes;
+- ``dist_train/vit_t``: ``tools/dist_train.sh`` with one process per GPU (NCCL), ``--amp
+  bf16`` and the config's own model options, so on CUDA ``torch.compile`` inside DDP as a
+  user's first run (the row gets twice ``--row-timeout`` for the compiling);
 - ``det/swin_t``: the Swin-T checkpoint of ``pretrain/swin_t/fp32`` loaded into Cascade Mask
   R-CNN (every backbone weight must match), two ``--amp`` iterations on ``make_tiny_coco.py``
   data, then ``tools/test.py --amp``: bbox and segm mAP finite;
@@ -216,6 +220,7 @@ class GpuCheck:
         self.timeout, self.keep = timeout, keep_checkpoints
         self.images, self.batch = (16, 4) if cuda else (2, 1)  # per process
         self.amp = ['--amp'] if cuda else []
+        self.bf16 = ['--amp', 'bf16'] if cuda else []
         self.swin_checkpoint = None  # from pretrain/swin_t/fp32, for det and seg
 
     def run_row(self, name):
@@ -224,7 +229,8 @@ class GpuCheck:
             return skipped(name, 'no CUDA')
         if kind in ('det', 'seg') and self.swin_checkpoint is None:
             return skipped(name, 'needs the checkpoint of pretrain/swin_t/fp32')
-        row = Row(name, self.work_dir, self.timeout)
+        compiling = kind == 'dist_train' and self.cuda  # the config's torch.compile
+        row = Row(name, self.work_dir, self.timeout * (2 if compiling else 1))
         shutil.rmtree(row.dir, ignore_errors=True)
         if osp.exists(row.log):
             os.remove(row.log)
@@ -261,7 +267,8 @@ class GpuCheck:
         cmd = [sys.executable, 'tools/train.py', MODELS[model], '--work-dir', row.dir,
                '--no-validate', *PRECISIONS[precision]]
         adv = ('loss_ce_adv', 'loss_kl_adv')
-        out = row.train(cmd + ['--cfg-options', *pretrain_options(
+        eager = ['model.compile=None']  # dist_train checks the compiled default
+        out = row.train(cmd + ['--cfg-options', *eager, *pretrain_options(
             self.data['imagenet'], self.images, self.batch, epochs=1)], adv)
         first = len(row.train_logs)
         row.expect('HAT: adversarial phase (K=3' in out, 'HAT adversarial phase not announced')
@@ -274,7 +281,7 @@ class GpuCheck:
             # det and seg start from it even if the resume half below fails (then their rows
             # still report, and this row names what broke)
             self.swin_checkpoint = osp.join(row.dir, 'epoch_1.pth')
-        out = row.train(cmd + ['--resume', '--cfg-options', *pretrain_options(
+        out = row.train(cmd + ['--resume', '--cfg-options', *eager, *pretrain_options(
             self.data['imagenet'], self.images, self.batch, epochs=2)], adv)
         row.expect('resumed epoch: 1' in out, '--resume did not continue after epoch 1')
         row.expect(re.search(r'Epoch\(train\)\s+\[2\]', out), 'no epoch 2 after --resume')
@@ -288,7 +295,7 @@ class GpuCheck:
     def dist_train(self, row, model):
         procs, backend = (self.gpus, 'nccl') if self.cuda else (2, 'gloo')
         out = row.train(['bash', 'tools/dist_train.sh', MODELS[model], str(procs),
-                         '--work-dir', row.dir, '--no-validate', '--cfg-options',
+                         '--work-dir', row.dir, '--no-validate', *self.bf16, '--cfg-options',
                          *pretrain_options(self.data['imagenet'], self.images * procs,
                                            self.batch)],
                         ('loss_ce_adv', 'loss_kl_adv'),
@@ -297,7 +304,11 @@ class GpuCheck:
                    f'not {procs} distributed processes')
         row.expect(f"backend='{backend}'" in out, f'backend is not {backend}')
         row.expect(osp.isfile(osp.join(row.dir, 'epoch_1.pth')), 'epoch_1.pth not written')
-        row.numbers = f'{procs} processes, {backend}; {last(row.train_logs, "loss")}'
+        compiled = 'model.compile: torch.compile(' in out
+        if self.cuda:
+            row.expect(compiled, 'the model was not compiled (model.compile of the config)')
+        row.numbers = (f'{procs} processes, {backend}, {"bf16, compiled" if compiled else "eager"}'
+                       f'; {last(row.train_logs, "loss")}')
 
     def _downstream(self, row, config, options, required, checkpoint, test_args=(),
                     test_options=()):
