@@ -49,6 +49,39 @@ def test_train_then_test_demo_config(digits_root, tmp_path):
     assert json.loads(dist_metrics.read_text()) == metrics
 
 
+def test_compiled_training_validation_resume_and_test(digits_root, tmp_path):
+    """The paper configs compile on GPUs; the same path on CPU (inductor): training with a
+    smaller last batch, validation, the end of the adversarial phase, checkpoints, --resume
+    and tools/test.py, all with the compiled model. The checkpoint has the model's own keys
+    and gives tools/test.py the accuracy the run validated."""
+    work = tmp_path / 'work'
+    options = small_run_options(digits_root, epochs=2) + [
+        'hat.adv_epochs=1', 'model.compile.devices=[cpu]']  # 96 images: batches of 64 and 32
+    res = train(DEMO_CONFIG, work, options)
+    assert res.returncode == 0, res.stdout[-4000:]
+    assert res.stdout.count('model.compile: torch.compile() of VisionTransformer') == 1
+    assert 'HAT: adversarial phase over at epoch 1' in res.stdout, res.stdout[-3000:]
+    ckpt = torch.load(work / 'epoch_2.pth', map_location='cpu', weights_only=False)
+    assert not [k for k in ckpt['state_dict'] if '_orig_mod' in k]
+
+    options = small_run_options(digits_root, epochs=3) + ['hat.adv_epochs=1',
+                                                          'model.compile.devices=[cpu]']
+    res = train(DEMO_CONFIG, work, options, extra=['--resume'])
+    assert res.returncode == 0, res.stdout[-4000:]
+    assert 'resumed epoch: 2' in res.stdout and 'model.compile: torch.compile()' in res.stdout
+    validated = [line for line in res.stdout.splitlines()
+                 if 'Epoch(val) [3]' in line and 'accuracy/top1' in line]
+    top1 = float(validated[-1].split('accuracy/top1: ')[1].split()[0])
+
+    metrics_file = tmp_path / 'metrics.json'
+    res = run_tool([sys.executable, 'tools/test.py', DEMO_CONFIG, str(work / 'epoch_3.pth'),
+                    '--work-dir', str(tmp_path / 'test'), '--out', str(metrics_file),
+                    '--cfg-options', *options])
+    assert res.returncode == 0, res.stdout[-4000:]
+    assert 'model.compile: torch.compile()' in res.stdout
+    assert json.loads(metrics_file.read_text())['accuracy/top1'] == pytest.approx(top1)
+
+
 def test_missing_data_root_names_path_and_fix(tmp_path):
     missing = tmp_path / 'no_such_imagenet'
     res = run_tool([sys.executable, 'tools/train.py', DEMO_CONFIG, '--work-dir',
