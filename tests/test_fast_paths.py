@@ -148,7 +148,7 @@ def test_compile_for_other_devices_runs_eager_with_one_log_line():
         logger.removeHandler(handler)
     # a run that compiles says so (its first iteration is the slow one)
     assert [m for m in said if 'model.compile' in m] == [
-        "model.compile: torch.compile({'backend': 'aot_eager'}) of VisionTransformer, "
+        "model.compile: torch.compile(backend='aot_eager') of VisionTransformer, "
         'VisionTransformerClsHead; the first iteration compiles (minutes on a GPU), the ones '
         'after it do not.']
     assert cpu.hat_compiled and cpu._hat_compile_pending is None

@@ -68,7 +68,8 @@ class HATClassifierMixin:
 
     def _hat_compile(self, kwargs: dict) -> None:
         modules = self.hat_compile_modules()
-        print_log(f'model.compile: torch.compile({kwargs or ""}) of '
+        args = ', '.join(f'{k}={v!r}' for k, v in kwargs.items())
+        print_log(f'model.compile: torch.compile({args}) of '
                   f'{", ".join(type(m).__name__ for m in modules)}; the first iteration '
                   'compiles (minutes on a GPU), the ones after it do not.', logger='current')
         compile_modules(self, modules, kwargs)
