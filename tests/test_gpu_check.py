@@ -202,7 +202,8 @@ def test_pretrain_rows_run_eager_and_dist_train_checks_the_compiled_default(tmp_
                 'Epoch(train) [2]', 'HAT: adversarial phase (K=3', 'GPU number: 1',
                 "Distributed training: True backend='nccl'"]
         if compiled:
-            said.append("model.compile: torch.compile() of VisionTransformer, VisionTransformerClsHead")
+            said.append('model.compile: torch.compile() of VisionTransformer, '
+                        'VisionTransformerClsHead')
         return '\n'.join(said)
 
     monkeypatch.setattr(gpu_check.Row, 'train', fake_train)
