@@ -55,17 +55,16 @@ def test_compiled_training_validation_resume_and_test(digits_root, tmp_path):
     and tools/test.py, all with the compiled model. The checkpoint has the model's own keys
     and gives tools/test.py the accuracy the run validated."""
     work = tmp_path / 'work'
-    options = small_run_options(digits_root, epochs=2) + [
-        'hat.adv_epochs=1', 'model.compile.devices=[cpu]']  # 96 images: batches of 64 and 32
-    res = train(DEMO_CONFIG, work, options)
+    compiled = ['hat.adv_epochs=1', 'model.compile.devices=[cpu]']
+    # 96 images: batches of 64 and 32
+    res = train(DEMO_CONFIG, work, small_run_options(digits_root, epochs=2) + compiled)
     assert res.returncode == 0, res.stdout[-4000:]
     assert res.stdout.count('model.compile: torch.compile() of VisionTransformer') == 1
     assert 'HAT: adversarial phase over at epoch 1' in res.stdout, res.stdout[-3000:]
     ckpt = torch.load(work / 'epoch_2.pth', map_location='cpu', weights_only=False)
     assert not [k for k in ckpt['state_dict'] if '_orig_mod' in k]
 
-    options = small_run_options(digits_root, epochs=3) + ['hat.adv_epochs=1',
-                                                          'model.compile.devices=[cpu]']
+    options = small_run_options(digits_root, epochs=3) + compiled
     res = train(DEMO_CONFIG, work, options, extra=['--resume'])
     assert res.returncode == 0, res.stdout[-4000:]
     assert 'resumed epoch: 2' in res.stdout and 'model.compile: torch.compile()' in res.stdout
