@@ -167,8 +167,8 @@ def test_benchmark_tables_measure_every_speed_option(tmp_path):
     from tools.analysis.benchmark_tables import main as tables_main
     from tools.analysis.benchmark_tables import variants_for
     swin, vit = variants_for('configs/hat_swin_t.py'), variants_for(DEMO_CONFIG)
-    assert set(swin) - set(vit) == {'fused', 'fused+compile', 'fused+cudagraphs', 'foreach-adamw'}
-    assert set(vit) == {'eager', 'compile', 'cudagraphs', 'fused-adamw', 'channels-last', 'all',
+    assert set(swin) - set(vit) == {'fused', 'fused+compile', 'foreach-adamw'}
+    assert set(vit) == {'eager', 'compile', 'autotune', 'fused-adamw', 'channels-last', 'all',
                         'defaults'}
     # each option on top of the eager model (the paper configs compile on CUDA), but the
     # config's defaults as they are
@@ -177,8 +177,8 @@ def test_benchmark_tables_measure_every_speed_option(tmp_path):
     # the paper configs have the fused AdamW on: their variant measures the for-each one
     assert 'fused-adamw' not in swin and swin['foreach-adamw'] == [
         '--eager', '--cfg-options', 'optim_wrapper.optimizer.fused=False']
-    assert swin['fused+cudagraphs'][:4] == ['--eager', '--compile', '--compile-mode',
-                                            'reduce-overhead']
+    assert swin['autotune'] == ['--eager', '--compile', '--compile-mode',
+                                'max-autotune-no-cudagraphs']
     with pytest.raises(SystemExit, match=r"--variants: unknown \['fused'\]"):
         tables_main(['--configs', DEMO_CONFIG, '--variants', 'fused', '--out-dir',
                      str(tmp_path)])  # a Swin-only option on a ViT config
@@ -269,10 +269,10 @@ def test_benchmark_tables_say_what_compile_did():
         'eager': dict(base, steps=dict(plain=step, official=step, **{'hat-mm': step})),
         'compile': dict(base, steps={'hat-mm': dict(step, compile=dict(
             graphs=5, graph_breaks=0, recompile_limit_hits=0, graphs_in_later_steps=0))}),
-        'cudagraphs': dict(base, steps={'hat-mm': dict(step, compile=dict(
+        'autotune': dict(base, steps={'hat-mm': dict(step, compile=dict(
             graphs=9, graph_breaks=2, recompile_limit_hits=1, graphs_in_later_steps=0))}),
     }
     text = table('configs/x.py', reports)
     assert 'compile: 5 graphs, no graph break or recompile' in text
-    assert ('cudagraphs: 9 graphs, 2 graph breaks, 1 recompile-limit hits (that code ran '
+    assert ('autotune: 9 graphs, 2 graph breaks, 1 recompile-limit hits (that code ran '
             'eager).') in text

@@ -122,7 +122,7 @@ def test_compile_for_other_devices_runs_eager_with_one_log_line():
     handler = Collect()
     logger.addHandler(handler)
     try:
-        gpu_only = _tiny_vit(compile=dict(devices=['cuda'], mode='max-autotune'))
+        gpu_only = _tiny_vit(compile=dict(devices=['cuda'], mode='max-autotune-no-cudagraphs'))
         assert gpu_only._hat_compile_pending is not None and not gpu_only.hat_compiled
         updates = _hat_updates(gpu_only, steps=2)
         gpu_only.eval()
@@ -164,7 +164,13 @@ def test_channels_last_gives_the_same_hat_update():
 
 
 @pytest.mark.parametrize('value, message', [
-    (dict(mode='max-autotune', bakend='inductor'), "unknown torch.compile argument(s) ['bakend']"),
+    (dict(mode='default', bakend='inductor'), "unknown torch.compile argument(s) ['bakend']"),
+    (dict(mode='fastest'), "model.compile.mode='fastest' is not a torch.compile mode"),
+    # CUDA graphs, however asked for (they do not hold over the K passes' gradients)
+    (dict(mode='reduce-overhead'), "model.compile (mode='reduce-overhead') turns on CUDA graphs"),
+    (dict(mode='max-autotune', devices=['cuda']), "(mode='max-autotune') turns on CUDA graphs"),
+    (dict(backend='cudagraphs'), "(backend='cudagraphs') turns on CUDA graphs"),
+    (dict(options={'triton.cudagraphs': True}), 'turns on CUDA graphs'),
     ('yes', 'expected True/False or a dict'),
     (dict(devices=['gpu']), "model.compile.devices=['gpu']: give device types"),
     (dict(devices=[]), 'model.compile.devices=[]: give device types'),
@@ -174,13 +180,20 @@ def test_bad_compile_option_is_refused_when_the_model_is_built(value, message):
         _tiny_vit(compile=value)
 
 
+def test_compile_modes_without_cuda_graphs_are_accepted():
+    for value in (dict(mode='max-autotune-no-cudagraphs'), dict(mode='default'),
+                  dict(mode='max-autotune', options={'triton.cudagraphs': False})):
+        model = _tiny_vit(compile=dict(value, devices=['cuda']))
+        assert model._hat_compile_pending[0] == value
+
+
 def test_top_level_compile_moves_into_the_model():
     """mmengine's ``compile=True`` would compile the whole train_step; HATRunner passes it to
     the model instead, which compiles the modules the K passes call."""
     raw = Config.fromfile(DEMO_CONFIG)
-    raw.compile = dict(mode='max-autotune')
+    raw.compile = dict(mode='max-autotune-no-cudagraphs')
     cfg = apply_hat(raw)
-    assert 'compile' not in cfg and cfg.model.compile == dict(mode='max-autotune')
+    assert 'compile' not in cfg and cfg.model.compile == dict(mode='max-autotune-no-cudagraphs')
     raw.model.compile = dict(mode='default')
     with pytest.raises(ValueError, match='disagree'):
         apply_hat(raw)

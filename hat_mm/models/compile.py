@@ -1,5 +1,5 @@
 """``torch.compile`` for HAT classifiers: ``model.compile=True`` (or a dict of
-``torch.compile`` arguments, e.g. ``dict(mode='max-autotune')``).
+``torch.compile`` arguments, e.g. ``dict(mode='max-autotune-no-cudagraphs')``).
 
 What is compiled are the modules the classifier calls (``hat_compile_modules()``: backbone,
 neck and head, or the timm model), each through ``nn.Module.compile``. That keeps the module
@@ -22,6 +22,13 @@ of VOLO's outlook attention compiles to a kernel that corrupts the heap and abor
 pytorch/pytorch#196681, found here, not reported upstream). The decision is taken at the
 model's first forward, when its device is known; a run on another device logs one line and
 runs eager.
+
+CUDA graphs are refused (``mode='reduce-overhead'`` or ``'max-autotune'``, ``backend=
+'cudagraphs'``, ``options={'triton.cudagraphs': True}``): the K passes of a HAT step add into
+the parameter gradients, and CUDA graph trees hand the gradient a pass produced to ``.grad``
+in memory that the next replay writes over (pytorch/pytorch#169545 reports the error it
+gives; #96693 wrong accumulated gradients). Measured on an H100 (ViT-B, bf16, 2026-11-27) the
+HAT step ran at 0.24x the eager one with ``reduce-overhead``.
 
 mmpretrain's ViT builds its ``DropPath`` layers with numpy ``drop_prob`` values, on which
 dynamo breaks the graph (it traces ``drop_prob == 0`` as a data-dependent branch); they are
@@ -61,7 +68,29 @@ def compile_kwargs(value: Union[None, bool, dict]) -> Union[None, dict]:
             raise ValueError(f'model.compile.devices={value["devices"]!r}: give device types '
                              f'to compile on, of {list(DEVICE_TYPES)}, e.g. [\'cuda\'].')
         kwargs['devices'] = devices
+    _refuse_cuda_graphs(kwargs)
     return kwargs
+
+
+def _refuse_cuda_graphs(kwargs: dict) -> None:
+    from torch._inductor import list_mode_options
+    mode, options = kwargs.get('mode'), kwargs.get('options') or {}
+    modes = list_mode_options(None)
+    if mode is not None and mode not in modes:
+        raise ValueError(f'model.compile.mode={mode!r} is not a torch.compile mode; valid ones '
+                         f'are {sorted(modes)}.')
+    graphs = (kwargs.get('backend') == 'cudagraphs'
+              or options.get('triton.cudagraphs', list_mode_options(mode).get(
+                  'triton.cudagraphs', False)))
+    if graphs:
+        what = ', '.join(f'{k}={kwargs[k]!r}' for k in ('mode', 'backend', 'options')
+                         if k in kwargs)
+        raise ValueError(
+            f'model.compile ({what}) turns on CUDA graphs, which the HAT step cannot use: its '
+            'K passes add into the parameter gradients, and CUDA graph trees reuse the memory '
+            'of one pass\'s gradients in the next (wrong gradients or an error; on an H100 '
+            'it also ran at 0.24x the eager step). Use mode=\'default\' or '
+            'mode=\'max-autotune-no-cudagraphs\', without options[\'triton.cudagraphs\'].')
 
 
 def python_float_drop_probs(model: torch.nn.Module) -> int:

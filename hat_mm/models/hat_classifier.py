@@ -145,8 +145,6 @@ class HATClassifierMixin:
         inputs, data_samples = data['inputs'], data['data_samples']
         if self._hat_compile_pending is not None:
             self._hat_resolve_compile(inputs.device)
-        if self.hat_compiled:  # a new iteration for CUDA graphs (mode='reduce-overhead')
-            torch.compiler.cudagraph_mark_step_begin()
         if self.hat_channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
 
