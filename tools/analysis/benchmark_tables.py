@@ -10,8 +10,9 @@ hat-mm's step eager (``eager``: the config's model fast paths off, ``benchmark_h
 --eager``), then once per speed option on top of that, with hat-mm's step only:
 ``compile``, ``autotune`` (``torch.compile`` mode ``max-autotune-no-cudagraphs``: inductor
 tries several kernels for each matmul and keeps the fastest; its first step takes longer; CUDA
-graphs are not a variant: ``hat_mm.models.compile`` says why), ``fused-adamw`` (``AdamW(fused=True)``; ``foreach-adamw``, ``fused=False``, for
-configs that have it on, as the paper configs do), ``channels-last``, for Swin configs ``fused``
+graphs are not a variant: ``hat_mm.models.compile`` says why), ``fused-adamw``
+(``AdamW(fused=True)``; ``foreach-adamw``, ``fused=False``, for configs that have it on, as
+the paper configs do), ``channels-last``, for Swin configs ``fused``
 (``fused_window_attention``) and ``fused+compile``, and ``all`` of them
 together (``compile`` in its default mode), and ``defaults``: the config as it is (the paper
 configs: ``compile`` on CUDA, fused AdamW). Each run is a separate process (its own compile
