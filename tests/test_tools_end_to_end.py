@@ -52,8 +52,8 @@ def test_train_then_test_demo_config(digits_root, tmp_path):
 def test_compiled_training_validation_resume_and_test(digits_root, tmp_path):
     """The paper configs compile on GPUs; the same path on CPU (inductor): training with a
     smaller last batch, validation, the end of the adversarial phase, checkpoints, --resume
-    and tools/test.py, all with the compiled model. The checkpoint has the model's own keys
-    and gives tools/test.py the accuracy the run validated."""
+    and tools/test.py --compile, all with the compiled model. The checkpoint has the model's
+    own keys and gives tools/test.py the accuracy the run validated, compiled or not."""
     work = tmp_path / 'work'
     compiled = ['hat.adv_epochs=1', 'model.compile.devices=[cpu]']
     # 96 images: batches of 64 and 32
@@ -72,13 +72,17 @@ def test_compiled_training_validation_resume_and_test(digits_root, tmp_path):
                  if 'Epoch(val) [3]' in line and 'accuracy/top1' in line]
     top1 = float(validated[-1].split('accuracy/top1: ')[1].split()[0])
 
-    metrics_file = tmp_path / 'metrics.json'
-    res = run_tool([sys.executable, 'tools/test.py', DEMO_CONFIG, str(work / 'epoch_3.pth'),
-                    '--work-dir', str(tmp_path / 'test'), '--out', str(metrics_file),
-                    '--cfg-options', *options])
-    assert res.returncode == 0, res.stdout[-4000:]
-    assert 'model.compile: torch.compile()' in res.stdout
-    assert json.loads(metrics_file.read_text())['accuracy/top1'] == pytest.approx(top1)
+    # tools/test.py evaluates eager unless --compile: the same accuracy either way
+    for extra in ([], ['--compile']):
+        metrics_file = tmp_path / f'metrics{len(extra)}.json'
+        res = run_tool([sys.executable, 'tools/test.py', DEMO_CONFIG, str(work / 'epoch_3.pth'),
+                        '--work-dir', str(tmp_path / 'test'), '--out', str(metrics_file),
+                        *extra, '--cfg-options', *options])
+        assert res.returncode == 0, res.stdout[-4000:]
+        assert ('model.compile: torch.compile()' in res.stdout) == bool(extra)
+        assert ("tools/test.py evaluates eager: the config's torch.compile is off"
+                in res.stdout) == (not extra)
+        assert json.loads(metrics_file.read_text())['accuracy/top1'] == pytest.approx(top1)
 
 
 def test_missing_data_root_names_path_and_fix(tmp_path):
