@@ -35,8 +35,8 @@ def parse_args(argv=None):
                         '(multi-scale + flip for segmentation: mIoU(MS))')
     parser.add_argument('--compile', action='store_true',
                         help="keep the config's torch.compile (model.compile, compile); by "
-                        'default the evaluation runs eager: one ImageNet evaluation takes less time '
-                        'than the compile')
+                        'default the evaluation runs eager: one ImageNet evaluation takes '
+                        'less time than the compile')
     return add_runner_args(parser).parse_args(argv)
 
 
