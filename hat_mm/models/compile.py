@@ -75,13 +75,12 @@ def compile_kwargs(value: Union[None, bool, dict]) -> Union[None, dict]:
 def _refuse_cuda_graphs(kwargs: dict) -> None:
     from torch._inductor import list_mode_options
     mode, options = kwargs.get('mode'), kwargs.get('options') or {}
-    modes = list_mode_options(None)
+    modes = list_mode_options(None)  # every mode and the inductor options it sets
     if mode is not None and mode not in modes:
         raise ValueError(f'model.compile.mode={mode!r} is not a torch.compile mode; valid ones '
                          f'are {sorted(modes)}.')
-    graphs = (kwargs.get('backend') == 'cudagraphs'
-              or options.get('triton.cudagraphs', list_mode_options(mode).get(
-                  'triton.cudagraphs', False)))
+    by_mode = modes.get(mode, {}).get('triton.cudagraphs', False)
+    graphs = kwargs.get('backend') == 'cudagraphs' or options.get('triton.cudagraphs', by_mode)
     if graphs:
         what = ', '.join(f'{k}={kwargs[k]!r}' for k in ('mode', 'backend', 'options')
                          if k in kwargs)
