@@ -222,6 +222,33 @@ def test_fused_window_attention_gives_the_same_hat_update():
         torch.testing.assert_close(results[1][k], v, rtol=1e-4, atol=1e-6, msg=k)
 
 
+def test_fused_window_attention_qualifies_for_the_fused_cuda_kernels(monkeypatch):
+    """On CUDA, ``scaled_dot_product_attention`` runs a fused kernel (cuDNN's, the memory-
+    efficient one) only if ``q``, ``k``, ``v`` and ``attn_mask`` have stride 1 in their last
+    dimension (torch's ``check_last_dim_stride_equals_1_dense``); otherwise it silently takes
+    the math path, in fp32 under autocast. The CPU kernel does not check the mask's stride, so
+    the calls themselves are inspected: every window attention of a HAT step, shifted windows
+    and not, must qualify."""
+    import hat_mm.models.fused_window_attention as fused_module
+    real_sdpa = fused_module.F.scaled_dot_product_attention
+    calls = []
+
+    def spy(q, k, v, attn_mask=None, **kwargs):
+        calls.append(dict(heads=q.shape[1], strides=[t.stride(-1) for t in (q, k, v)],
+                          mask_stride=attn_mask.stride(-1)))
+        return real_sdpa(q, k, v, attn_mask=attn_mask, **kwargs)
+
+    monkeypatch.setattr(fused_module.F, 'scaled_dot_product_attention', spy)
+    model = _tiny_swin(True)
+    model.train()
+    model.set_hat_phase(True)
+    model.train_step(random_batch(), OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.5)))
+    # 4 blocks x (clean forward + K = 3 passes); stage 1: 2 heads, shifted: 4 windows x 2 heads
+    assert len(calls) == 16 and {2, 8} <= {c['heads'] for c in calls}
+    assert all(c['strides'] == [1, 1, 1] for c in calls), calls
+    assert all(c['mask_stride'] == 1 for c in calls), calls
+
+
 @pytest.mark.parametrize('loss', [
     dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),  # Swin / DeiT recipes
     dict(type='CrossEntropyLoss', use_soft=True),

@@ -4,7 +4,10 @@ mmpretrain 1.2's ``WindowMSA`` computes softmax attention by hand (``q @ k^T``, 
 mask, softmax, ``@ v``): several kernels and an ``N x N`` attention matrix kept for the
 backward, once per HAT pass. :class:`SDPAWindowMSA` computes the same function with
 ``torch.nn.functional.scaled_dot_product_attention`` (relative position bias and shift mask
-as an additive ``attn_mask``), which PyTorch runs as one fused kernel where one fits.
+as an additive ``attn_mask``), which PyTorch runs as one fused kernel where one fits: on CUDA,
+cuDNN's or the memory-efficient kernel (flash attention takes no mask). Those need the last
+dimension of ``q``, ``k``, ``v`` and the mask at stride 1; otherwise PyTorch silently takes its
+math path, in fp32 under autocast.
 Parameters, buffers and state-dict keys are unchanged, so checkpoints are interchangeable.
 """
 import torch
@@ -21,7 +24,10 @@ class SDPAWindowMSA(WindowMSA):
         qkv = self.qkv(x).reshape(B_, N, 3, heads, C // heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # B_, heads, N, d
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
-        bias = bias.view(N, N, heads).permute(2, 0, 1)  # heads, N, N
+        # heads, N, N; contiguous: CUDA's fused kernels need the mask's last dimension at
+        # stride 1, and the permuted view has stride ``heads`` (the call would fall back to
+        # the unfused math path, which computes in fp32 under autocast)
+        bias = bias.view(N, N, heads).permute(2, 0, 1).contiguous()
         if mask is None:
             attn_mask = bias.unsqueeze(0)
         else:  # windows of one image are consecutive: fold them into the head dimension
