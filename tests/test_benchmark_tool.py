@@ -148,6 +148,61 @@ def test_profile_counts_host_syncs_and_ranks_operators(tmp_path):
     assert 'aten::mm' in (tmp_path / 'trace.json').read_text()
 
 
+def test_profile_splits_the_time_by_kind_and_names_the_attention_kernels():
+    """Per step: time by kind of kernel (on CPU: operators), the rate of the matmul and
+    attention time, and which kernel each scaled_dot_product_attention call ran."""
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from tools.analysis.benchmark_hat import profile_steps
+    a = torch.randn(384, 384)
+    q = torch.randn(2, 2, 16, 8)
+
+    def step():
+        b = a
+        for _ in range(3):
+            b = b @ a
+        F.scaled_dot_product_attention(q, q, q)  # CPU: the fused kernel
+        with sdpa_kernel([SDPBackend.MATH]):
+            F.scaled_dot_product_attention(q, q, q)
+        return b
+
+    flops = 3 * 2 * 384 ** 3
+    summary = profile_steps(step, 'cpu', steps=3, flops_per_step=flops)
+    assert summary['attention_calls_per_step'] == {'flash (cpu)': 1.0, 'math': 1.0}
+    by_kind = summary['device_ms_by_kind_per_step']
+    assert max(by_kind, key=by_kind.get) == 'matmul', by_kind
+    assert list(by_kind.values()) == sorted(by_kind.values(), reverse=True)
+    dense_ms = by_kind['matmul'] + by_kind['attention']
+    assert summary['matmul_attention_tflops'] == pytest.approx(flops / dense_ms / 1e9)
+
+
+@pytest.mark.parametrize('name, kind', [  # kernel names from an H100 profile (torch 2.11)
+    ('nvjet_sm90_tst_192x192_64x4_2x1_v_bz_coopB_bias_TNN', 'matmul'),
+    ('sm80_xmma_gemm_f32f32_f32f32_f32_nn_n_tilesize64x64x8_stage3_warpsize1x4x1_ffma_aligna4_'
+     'alignc4_execute_kernel__5x_cublas', 'matmul'),
+    ('fmha_cutlassB_bf16_aligned_64x64_k32_sm80(PyTorchMemEffAttention::AttentionBackward'
+     'Kernel<cutlass::arch::Sm80, cutlass::bfloat16_t, true, false, true, 64, 64, 32>)',
+     'attention'),
+    ('cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_7_64x128x64_4x1x1_'
+     'cga1x1x1_kernel0_0', 'attention'),
+    ('void at::native::(anonymous namespace)::vectorized_layer_norm_kernel<float, float, '
+     'false>(int, float, float const*)', 'normalisation'),
+    ('void at::native::elementwise_kernel<128, 4, at::native::gpu_kernel_impl_nocast<at::'
+     'native::direct_copy_kernel_cuda(at::TensorIteratorBase&)', 'copy and cast'),
+    ('void at::native::(anonymous namespace)::multi_tensor_apply_kernel<at::native::'
+     '(anonymous namespace)::FusedOptimizerTensorListMetadata<4>>', 'optimizer and for-each'),
+    ('void at::native::vectorized_elementwise_kernel<8, at::native::GeluCUDAKernelImpl>',
+     'other elementwise and reductions'),
+    ('triton_tem_fused_addmm_3', 'matmul'),
+    ('triton_per_fused_native_layer_norm_2', 'fused by inductor'),
+    ('void at_cuda_detail::cub::detail::radix_sort::DeviceRadixSortOnesweepKernel', 'other'),
+])
+def test_kernel_kinds(name, kind):
+    from tools.analysis.benchmark_hat import kernel_kind
+    assert kernel_kind(name) == kind
+
+
 def test_benchmark_profiles_the_hat_mm_step(tmp_path, capsys):
     results = main([DEMO_CONFIG, '--device', 'cpu', '--batch-size', '4', '--iters', '1',
                     '--warmup', '1', '--steps', 'hat-mm', '--peak-tflops', '1',

@@ -40,8 +40,13 @@ on runs eager, silently), and graphs compiled in two more steps (there should be
 the time goes: the top operators by self time on the device (CPU time on CPU), the kernel
 launches, scalar reads (``.item()``) and GPU synchronisations (``cudaStreamSynchronize``, ...)
 per step, and the share of the timed (unprofiled) step the GPU is idle (launch gaps and host
-waits; the profiler's own overhead would inflate them); DIR gets the Chrome trace
-(``trace.json``, for chrome://tracing or Perfetto) and ``profile.json``.
+waits; the profiler's own overhead would inflate them); the device time by kind of kernel
+(matmul, attention, normalisation, copies and casts, ...; on CPU the operators' self time),
+with the rate of the matmul and attention kernels (the step's model FLOPs over their time);
+and which kernel each ``scaled_dot_product_attention`` call ran (``math`` is the unfused
+path, in fp32 under autocast: a call that should be fused and lands there is a slow path).
+DIR gets the Chrome trace (``trace.json``, for chrome://tracing or Perfetto) and
+``profile.json``.
 """
 import argparse
 import copy
@@ -160,13 +165,48 @@ KERNEL_LAUNCH_EVENTS = ('cudaLaunchKernel', 'cudaLaunchKernelExC', 'cuLaunchKern
                         'cuLaunchKernelEx', 'cudaGraphLaunch')
 
 
-def profile_steps(fn, device, steps, out_dir=None, top=15, timed_sec=None):
+# Kinds of device time, by kernel name on CUDA (operator name on CPU), lower case; the first
+# kind with a matching part wins. cuBLAS / cuDNN / CUTLASS GEMM and convolution kernels and
+# inductor's matmul templates (triton_tem_) count as matmul, inductor's other kernels
+# (triton_poi_ / _red_ / _per_: elementwise, reductions and norms fused) as one kind.
+KERNEL_KINDS = (
+    ('attention', ('attention', 'fmha', 'flash', 'sdpa')),
+    ('matmul', ('gemm', 'nvjet', 'xmma', 'cutlass', 'splitkreduce', 'triton_tem', 'aten::mm',
+                'aten::addmm', 'aten::bmm', 'aten::baddbmm', 'conv', 'im2col', 'col2im')),
+    ('fused by inductor', ('triton_', )),
+    ('normalisation', ('layer_norm', 'layernorm', 'gammabeta', 'batch_norm')),
+    ('softmax', ('softmax', )),
+    ('copy and cast', ('copy', 'cat', 'roll', 'memcpy', 'memset', 'nchwtonhwc', 'nhwctonchw')),
+    ('optimizer and for-each', ('multi_tensor_apply', 'adam', 'foreach')),
+    ('other elementwise and reductions', ('elementwise', 'reduce', 'aten::')),
+)
+# scaled_dot_product_attention's kernels, by the operator each one runs under
+ATTENTION_BACKENDS = {
+    'aten::_scaled_dot_product_flash_attention': 'flash',
+    'aten::_scaled_dot_product_efficient_attention': 'efficient',
+    'aten::_scaled_dot_product_cudnn_attention': 'cudnn',
+    'aten::_scaled_dot_product_attention_math': 'math',
+    'aten::_scaled_dot_product_flash_attention_for_cpu': 'flash (cpu)',
+}
+
+
+def kernel_kind(name: str) -> str:
+    """The kind (``KERNEL_KINDS``) of a kernel or operator name; ``other`` if none."""
+    name = name.lower()
+    return next((kind for kind, parts in KERNEL_KINDS if any(p in name for p in parts)),
+                'other')
+
+
+def profile_steps(fn, device, steps, out_dir=None, top=15, timed_sec=None,
+                  flops_per_step=None):
     """Run ``fn`` ``steps`` times under torch.profiler; return a summary (per step: wall time,
     device busy time, kernel launches, host syncs; the top operators by self time).
 
     The profiler slows the host (an H100 Swin-T HAT step: 441 ms profiled, 272 ms timed), so
     the gaps it shows between kernels are partly its own. With ``timed_sec`` (the step timed
-    without the profiler) the idle share is the GPU's idle part of that step instead."""
+    without the profiler) the idle share is the GPU's idle part of that step instead. With
+    ``flops_per_step`` (the step's model FLOPs) it also gives the rate of the matmul and
+    attention kernels: those FLOPs over those kernels' time."""
     import os
     from torch.profiler import ProfilerActivity, profile
     cuda = device.startswith('cuda')
@@ -187,6 +227,16 @@ def profile_steps(fn, device, steps, out_dir=None, top=15, timed_sec=None):
 
     kernel_us = sum(e.self_device_time_total for e in events
                     if cuda and e.device_type == torch.autograd.DeviceType.CUDA)
+    # device time by kind: the kernels on CUDA, the operators' self time on CPU
+    by_kind = {}
+    for e in events:
+        us = (e.self_device_time_total if e.device_type == torch.autograd.DeviceType.CUDA
+              else 0) if cuda else e.self_cpu_time_total
+        if us > 0:
+            kind = kernel_kind(e.key)
+            by_kind[kind] = by_kind.get(kind, 0.0) + us / 1e3 / steps
+    by_kind = dict(sorted(by_kind.items(), key=lambda kv: -kv[1]))
+    dense_ms = by_kind.get('matmul', 0.0) + by_kind.get('attention', 0.0)
     ranked = sorted(events, key=lambda e: getattr(e, time_key, 0), reverse=True)[:top]
     summary = dict(
         device=device, steps=steps, wall_ms_per_step=1e3 * wall,
@@ -199,6 +249,11 @@ def profile_steps(fn, device, steps, out_dir=None, top=15, timed_sec=None):
                              if (n := total((k, )))},
         # .item() and the like, on any device (the optimizer's CPU step counters included)
         scalar_reads_per_step=total(('aten::_local_scalar_dense', )) / steps,
+        device_ms_by_kind_per_step=by_kind,
+        matmul_attention_tflops=(flops_per_step / dense_ms / 1e9
+                                 if flops_per_step and dense_ms else None),
+        attention_calls_per_step={backend: n / steps for op, backend in
+                                  ATTENTION_BACKENDS.items() if (n := total((op, )))},
         top_ops=[dict(name=e.key, calls_per_step=e.count / steps,
                       self_ms_per_step=getattr(e, time_key) / 1e3 / steps) for e in ranked])
     if out_dir:
@@ -219,6 +274,19 @@ def print_profile(summary):
           + f", {summary['kernel_launches_per_step']:.0f} kernel launches per step, "
           f"{summary['scalar_reads_per_step']:.0f} scalar reads (.item()) per step, GPU syncs "
           f"per step: {summary['host_syncs_per_step'] or 'none'}")
+    by_kind = summary['device_ms_by_kind_per_step']
+    all_ms = sum(by_kind.values()) or 1.0
+    print(f"{'device' if busy is not None else 'CPU'} time by kind, per step: "
+          + ', '.join(f'{kind} {ms:.1f} ms ({100 * ms / all_ms:.0f}%)'
+                      for kind, ms in by_kind.items()))
+    if summary.get('matmul_attention_tflops'):
+        print(f"the step's model FLOPs over the matmul and attention time: "
+              f"{summary['matmul_attention_tflops']:.0f} TFLOP/s")
+    attention = summary['attention_calls_per_step']
+    if attention:
+        print('scaled_dot_product_attention calls per step, by kernel: '
+              + ', '.join(f'{k} {n:g}' for k, n in attention.items())
+              + (' (math: unfused, in fp32 under autocast)' if 'math' in attention else ''))
     for op in summary['top_ops']:
         print(f"  {op['self_ms_per_step']:9.2f} ms  {op['calls_per_step']:7.1f} calls  "
               f"{op['name'][:90]}")
@@ -474,7 +542,8 @@ def main(argv=None):
         if args.profile:
             results['hat-mm']['profile'] = profile_steps(
                 lambda: model.train_step(batch, optim_wrapper), device, args.profile_steps,
-                args.profile, timed_sec=results['hat-mm']['sec'])
+                args.profile, timed_sec=results['hat-mm']['sec'],
+                flops_per_step=bs * step_flops['hat-mm'])
             print_profile(results['hat-mm']['profile'])
 
     if 'plain' in results:
