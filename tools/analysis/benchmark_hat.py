@@ -44,7 +44,8 @@ waits; the profiler's own overhead would inflate them); the device time by kind 
 (matmul, attention, normalisation, copies and casts, ...; on CPU the operators' self time),
 with the rate of the matmul and attention kernels (the step's model FLOPs over their time);
 and which kernel each ``scaled_dot_product_attention`` call ran (``math`` is the unfused
-path, in fp32 under autocast: a call that should be fused and lands there is a slow path).
+path, in fp32 under autocast: a call that should be fused and lands there is a slow path; in
+a compiled graph that path shows as matmuls and a softmax instead).
 DIR gets the Chrome trace (``trace.json``, for chrome://tracing or Perfetto) and
 ``profile.json``.
 """
@@ -281,7 +282,7 @@ def print_profile(summary):
                       for kind, ms in by_kind.items()))
     if summary.get('matmul_attention_tflops'):
         print(f"the step's model FLOPs over the matmul and attention time: "
-              f"{summary['matmul_attention_tflops']:.0f} TFLOP/s")
+              f"{summary['matmul_attention_tflops']:.3g} TFLOP/s")
     attention = summary['attention_calls_per_step']
     if attention:
         print('scaled_dot_product_attention calls per step, by kernel: '
