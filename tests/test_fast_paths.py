@@ -18,10 +18,11 @@ from .helpers import NUM_CLASSES, random_batch
 from .runner_utils import DEMO_CONFIG
 
 
-def _tiny_swin(fused):
+def _tiny_swin(fused, **fast_paths):
     torch.manual_seed(0)
     model = MODELS.build(dict(
         type='HATImageClassifier', fused_window_attention=fused, hat=dict(adv_iters=3),
+        **fast_paths,
         backbone=dict(type='SwinTransformer', img_size=16, patch_size=2, window_size=4,
                       arch=dict(embed_dims=16, depths=[2, 2], num_heads=[2, 4]),
                       drop_path_rate=0.0, out_indices=(1, )),
@@ -223,19 +224,24 @@ def test_fused_window_attention_gives_the_same_hat_update():
 
 
 def test_fused_window_attention_qualifies_for_the_fused_cuda_kernels(monkeypatch):
-    """On CUDA, ``scaled_dot_product_attention`` runs a fused kernel (cuDNN's, the memory-
-    efficient one) only if ``q``, ``k``, ``v`` and ``attn_mask`` have stride 1 in their last
-    dimension (torch's ``check_last_dim_stride_equals_1_dense``); otherwise it silently takes
-    the math path, in fp32 under autocast. The CPU kernel does not check the mask's stride, so
-    the calls themselves are inspected: every window attention of a HAT step, shifted windows
-    and not, must qualify."""
+    """On CUDA, ``scaled_dot_product_attention`` runs the memory-efficient kernel only if ``q``,
+    ``k``, ``v`` and ``attn_mask`` have stride 1 in their last dimension (torch's
+    ``check_last_dim_stride_equals_1_dense``); otherwise it silently takes the math path, in
+    fp32 under autocast. The CPU kernel does not check the mask's stride, so the calls
+    themselves are inspected: every window attention of a HAT step, shifted windows and not,
+    must qualify, with cuDNN's kernel (slower on these windows) switched off around the call
+    only."""
     import hat_mm.models.fused_window_attention as fused_module
     real_sdpa = fused_module.F.scaled_dot_product_attention
     calls = []
 
     def spy(q, k, v, attn_mask=None, **kwargs):
         calls.append(dict(heads=q.shape[1], strides=[t.stride(-1) for t in (q, k, v)],
-                          mask_stride=attn_mask.stride(-1)))
+                          mask_stride=attn_mask.stride(-1), kernels=(
+                              torch.backends.cuda.mem_efficient_sdp_enabled(),
+                              torch.backends.cuda.flash_sdp_enabled(),  # the CPU's kernel
+                              torch.backends.cuda.math_sdp_enabled(),
+                              torch.backends.cuda.cudnn_sdp_enabled())))
         return real_sdpa(q, k, v, attn_mask=attn_mask, **kwargs)
 
     monkeypatch.setattr(fused_module.F, 'scaled_dot_product_attention', spy)
@@ -247,6 +253,25 @@ def test_fused_window_attention_qualifies_for_the_fused_cuda_kernels(monkeypatch
     assert len(calls) == 16 and {2, 8} <= {c['heads'] for c in calls}
     assert all(c['strides'] == [1, 1, 1] for c in calls), calls
     assert all(c['mask_stride'] == 1 for c in calls), calls
+    assert all(c['kernels'] == (True, True, True, False) for c in calls), calls
+    assert torch.backends.cuda.cudnn_sdp_enabled()  # switched back on after each call
+
+
+def test_compiled_fused_window_attention_gives_the_same_hat_update():
+    """The fused window attention (its kernel choice included) traces into the compiled
+    graphs without a break, compiles once, and gives the eager update."""
+    graphs, counts = [], []
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    eager = _tiny_swin(True)
+    compiled = _tiny_swin(True, compile=dict(backend=_counting_aot_eager(graphs)))
+    reference = _hat_updates(eager, steps=2)
+    ours = _hat_updates(compiled, steps=2, after_step=lambda: counts.append(len(graphs)))
+    _assert_same_updates(ours, reference)
+    assert counts[0] > 0 and counts[1] == counts[0], counts
+    assert not torch._dynamo.utils.counters['graph_break'], \
+        dict(torch._dynamo.utils.counters['graph_break'])
+    torch._dynamo.reset()
 
 
 @pytest.mark.parametrize('loss', [
