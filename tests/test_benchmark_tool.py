@@ -222,13 +222,17 @@ def test_benchmark_tables_measure_every_speed_option(tmp_path):
     from tools.analysis.benchmark_tables import main as tables_main
     from tools.analysis.benchmark_tables import variants_for
     swin, vit = variants_for('configs/hat_swin_t.py'), variants_for(DEMO_CONFIG)
-    assert set(swin) - set(vit) == {'fused', 'fused+compile', 'foreach-adamw'}
+    assert set(swin) - set(vit) == {'fused', 'fused+compile', 'foreach-adamw',
+                                    'per-param-groups'}
     assert set(vit) == {'eager', 'compile', 'autotune', 'fused-adamw', 'channels-last', 'all',
                         'defaults'}
     # each option on top of the eager model (the paper configs compile on CUDA), but the
-    # config's defaults as they are
-    assert all(extra[0] == '--eager' for name, extra in swin.items() if name != 'defaults')
+    # config's defaults as they are, and those with one optimizer group per parameter
+    defaults = ('defaults', 'per-param-groups')
+    assert all(extra[0] == '--eager' for name, extra in swin.items() if name not in defaults)
     assert swin['defaults'] == [] and swin['eager'] == ['--eager']
+    assert swin['per-param-groups'] == [
+        '--cfg-options', 'optim_wrapper.constructor=DefaultOptimWrapperConstructor']
     # the paper configs have the fused AdamW on: their variant measures the for-each one
     assert 'fused-adamw' not in swin and swin['foreach-adamw'] == [
         '--eager', '--cfg-options', 'optim_wrapper.optimizer.fused=False']

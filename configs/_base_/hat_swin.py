@@ -17,7 +17,11 @@ randomness = {{_base_.official_randomness}}
 # linearly with the real total batch (auto_scale_lr), on any number of GPUs.
 # fused=True: torch's one-kernel AdamW (the same update as the for-each AdamW the official
 # code runs; tests/test_fast_paths.py), measured 5-6% faster per HAT step on an H100.
+# constructor: one parameter group per setting, not per parameter (the same update; AdamW
+# then runs a few kernels a step instead of two per parameter;
+# hat_mm/engine/merged_param_groups.py).
 optim_wrapper = dict(
+    constructor='MergedGroupsOptimWrapperConstructor',
     optimizer=dict(lr=1e-3, weight_decay=0.05, fused=True),
     # Official: no clipping. The HAT loop calls optimizer.step() itself after the K backward
     # passes; --clip-grad is parsed but only timm's loss scaler would apply it, and that path

@@ -118,7 +118,11 @@ randomness = {{_base_.official_randomness}}
 # cls_token; no gradient clipping (train.py default).
 # fused=True: torch's one-kernel AdamW (the same update as the for-each AdamW the official
 # code runs; tests/test_fast_paths.py), measured 5-6% faster per HAT step on an H100.
+# constructor: one parameter group per setting, not per parameter (the same update; AdamW
+# then runs a few kernels a step instead of two per parameter;
+# hat_mm/engine/merged_param_groups.py).
 optim_wrapper = dict(
+    constructor='MergedGroupsOptimWrapperConstructor',
     optimizer=dict(lr=1.6e-3, weight_decay=0.05, fused=True),
     paramwise_cfg=dict(custom_keys={
         '.pos_embed': dict(decay_mult=0.0),

@@ -493,6 +493,9 @@ def main(argv=None):
     # plain and official-style steps: the stock model
     with quiet_logs():
         optim_wrapper = build_optim_wrapper(model, copy.deepcopy(wrapper_cfg))
+    optimizer['param_groups'] = len(optim_wrapper.optimizer.param_groups)  # the same in all
+    print(f"optimizer: {optimizer['param_groups']} parameter groups "
+          f"({wrapper_cfg.get('constructor', 'DefaultOptimWrapperConstructor')})")
 
     def context():
         return optim_wrapper.optim_context(model)

@@ -15,7 +15,9 @@ graphs are not a variant: ``hat_mm.models.compile`` says why), ``fused-adamw``
 the paper configs do), ``channels-last``, for Swin configs ``fused``
 (``fused_window_attention``) and ``fused+compile``, and ``all`` of them
 together (``compile`` in its default mode), and ``defaults``: the config as it is (the paper
-configs: ``compile`` on CUDA, fused AdamW). Each run is a separate process (its own compile
+configs: ``compile`` on CUDA, fused AdamW, one optimizer group per setting), with for the paper
+configs ``per-param-groups``: the defaults with mmengine's one optimizer group per parameter.
+Each run is a separate process (its own compile
 caches and memory). The JSON and the output of every run are kept in ``--out-dir``; the tables
 are printed in Markdown and written to ``tables.md`` there, again after every run, so an
 interrupted job keeps what it measured. A run that fails
@@ -48,7 +50,8 @@ def parse_args(argv=None):
     p.add_argument('--device', default=None)
     p.add_argument('--variants', default=None,
                    help='comma-separated subset of eager,compile,autotune,fused-adamw (or '
-                   'foreach-adamw),channels-last,fused,fused+compile,all,defaults; eager (the '
+                   'foreach-adamw),channels-last,fused,fused+compile,all,defaults,'
+                   'per-param-groups; eager (the '
                    'baseline, all three steps) runs too unless it is not listed and its JSON '
                    'from an earlier run is in --out-dir')
     p.add_argument('--out-dir', default='work_dirs/benchmark')
@@ -79,6 +82,11 @@ def variants_for(config):
     variants['all'] = every
     variants = {name: ['--eager'] + extra for name, extra in variants.items()}
     variants['defaults'] = []  # the config as it is
+    if cfg.optim_wrapper.get('constructor') == 'MergedGroupsOptimWrapperConstructor':
+        # the defaults with mmengine's one optimizer group per parameter (the optimizer's
+        # kernels count most in the short compiled step)
+        variants['per-param-groups'] = [
+            '--cfg-options', 'optim_wrapper.constructor=DefaultOptimWrapperConstructor']
     return variants
 
 
