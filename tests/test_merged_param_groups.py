@@ -10,6 +10,8 @@ from mmengine.optim import build_optim_wrapper
 
 import hat_mm  # noqa: F401
 from hat_mm.engine import merge_param_groups
+from hat_mm.engine.resume import check_optimizer_groups
+from hat_mm.utils.checkpoint import CheckpointError
 
 from .helpers import random_batch
 from .test_fast_paths import _tiny_swin, _tiny_vit
@@ -102,3 +104,17 @@ def test_merge_keeps_first_appearance_order_and_parameter_order():
     assert merge_param_groups(groups) == [dict(params=[0, 2], weight_decay=0.05),
                                           dict(params=[1, 4], weight_decay=0.0),
                                           dict(params=[3], weight_decay=0.0, lr=2.0)]
+
+
+def test_resume_refuses_an_optimizer_state_of_other_groups_before_loading():
+    """A merged-groups state resumed into mmengine's per-parameter groups (a config without
+    the constructor) is refused by name, with the fix; the states that fit pass."""
+    model = _tiny_swin(False)
+    per_param = _wrapper(model, SWIN, merged=False)
+    merged = _wrapper(model, SWIN, merged=True)
+    check_optimizer_groups(merged.optimizer, per_param.state_dict(), 'old.pth')  # merged on load
+    check_optimizer_groups(merged.optimizer, merged.state_dict(), 'new.pth')
+    with pytest.raises(CheckpointError, match=r"resume checkpoint new\.pth: its optimizer "
+                       r"state has 3 parameter group\(s\) and this config's optimizer \d+.*"
+                       r"MergedGroupsOptimWrapperConstructor.*load_from=new\.pth"):
+        check_optimizer_groups(per_param.optimizer, merged.state_dict(), 'new.pth')

@@ -8,10 +8,14 @@ resolves the file first, loads it through :func:`hat_mm.utils.load_checkpoint_fi
 compares its weights with the model; ``HATRunner`` calls it, ``tools/train.py`` calls it for
 the other runners.
 """
+from typing import Optional
+
+import torch
 from mmengine.runner.checkpoint import find_latest_checkpoint
 
 from ..utils.checkpoint import (CheckpointError, compare_state_dicts, describe_mismatch,
                                 load_checkpoint_file, state_dict_of)
+from .merged_param_groups import merge_param_groups
 from .non_finite_hook import bare_model
 
 
@@ -22,8 +26,9 @@ def prepare_resume(runner) -> None:
     checkpoint; without one the run starts from epoch 0 and says so (a requeued job that
     never saved starts over). The file must load weights-only and hold the model's weights,
     key for key and shape for shape; otherwise a :class:`CheckpointError` names the file and
-    the mismatch before anything is loaded. A ``load_from`` checkpoint (fine-tuning; loaded
-    non-strictly by mmengine) is only checked to load.
+    the mismatch before anything is loaded; so does an optimizer state whose parameter groups
+    do not fit the config's optimizer (:func:`check_optimizer_groups`). A ``load_from``
+    checkpoint (fine-tuning; loaded non-strictly by mmengine) is only checked to load.
     """
     if runner._has_loaded:
         return
@@ -52,6 +57,30 @@ def prepare_resume(runner) -> None:
             f'its weights use --cfg-options load_from={path} without --resume. Nothing was '
             'loaded.')
     _allow_a_new_loss_scale(runner, checkpoint, path)
+    check_optimizer_groups(getattr(runner.optim_wrapper, 'optimizer', None),
+                           checkpoint.get('optimizer') if isinstance(checkpoint, dict) else None,
+                           path)
+
+
+def check_optimizer_groups(optimizer, saved: Optional[dict], path) -> None:
+    """Refuse, before anything is loaded, an optimizer state whose parameter groups do not
+    fit ``optimizer`` (torch would only say "different number of parameter groups" once the
+    weights are in). A state of one group per parameter fits the merged groups of
+    ``MergedGroupsOptimWrapperConstructor``, which merges it as it loads."""
+    groups = (saved or {}).get('param_groups') if isinstance(saved, dict) else None
+    if not isinstance(optimizer, torch.optim.Optimizer) or not groups:
+        return
+    sizes = [len(g['params']) for g in optimizer.param_groups]
+    if [len(g['params']) for g in groups] == sizes or (
+            [len(g['params']) for g in merge_param_groups(groups)] == sizes):
+        return
+    raise CheckpointError(
+        f'resume checkpoint {path}: its optimizer state has {len(groups)} parameter group(s) '
+        f'and this config\'s optimizer {len(sizes)}, of other sizes (optim_wrapper.constructor '
+        'or paramwise_cfg differ from the run that saved it; the paper configs use '
+        "constructor='MergedGroupsOptimWrapperConstructor'). Resume with the config the "
+        'checkpoint was trained with; to start a new run from its weights use --cfg-options '
+        f'load_from={path} without --resume. Nothing was loaded.')
 
 
 def _allow_a_new_loss_scale(runner, checkpoint, path) -> None:
