@@ -93,6 +93,10 @@ def test_no_clipping_best_checkpoint_no_ema(name):
     assert not cfg.val_dataloader.get('drop_last', False)
     # the official scripts' -j default: 8 loader workers per GPU, training and evaluation
     assert [cfg[f'{split}_dataloader'].num_workers for split in ('train', 'val', 'test')] == [8] * 3
+    # timm's fast_collate: a training batch is one tensor (the same batch: test_fast_paths);
+    # evaluation images keep mmengine's list, as their sizes need not agree
+    assert cfg.train_dataloader.collate_fn == dict(type='default_collate')
+    assert 'collate_fn' not in cfg.val_dataloader and 'collate_fn' not in cfg.test_dataloader
     # train.py / train_kd.py: torch.backends.cudnn.benchmark = True
     assert cfg.env_cfg.cudnn_benchmark is True
     # train.py / train_kd.py: torch.manual_seed(args.seed + args.rank), np.random.seed(same)

@@ -212,3 +212,25 @@ def test_bad_mixing_arguments_are_refused_with_the_fix():
     data = noise_batch(4)
     out = pre(data, training=True)
     assert 'gt_score' not in out['data_samples'][0]
+
+
+@pytest.mark.parametrize('type_', ['EraseAfterMixDataPreprocessor', 'TokenLabelDataPreprocessor'])
+@pytest.mark.parametrize('non_blocking', [False, True])
+def test_non_blocking_reaches_the_copy_to_the_device(type_, non_blocking):
+    """``non_blocking`` (which mmpretrain's ClsDataPreprocessor does not take) is what the
+    batch's copy to the device is called with; the batch is the same either way."""
+    calls = []
+
+    class Spy(torch.Tensor):
+        def to(self, *args, **kwargs):
+            calls.append(kwargs.get('non_blocking'))
+            return torch.Tensor(self).to(*args, **kwargs)
+
+    pre = MODELS.build(dict(type=type_, mean=[100.] * 3, std=[50.] * 3, num_classes=10,
+                            mixup_alpha=0., cutmix_alpha=0., non_blocking=non_blocking))
+    data = batch([10, 200])
+    data['inputs'] = torch.stack(data['inputs']).as_subclass(Spy)
+    out = pre(data, training=False)
+    assert calls == [non_blocking]
+    expected = (torch.stack(batch([10, 200])['inputs']).float() - 100.) / 50.
+    assert torch.equal(torch.Tensor(out['inputs']), expected)

@@ -6,6 +6,7 @@ import re
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.registry import DefaultScope
 from mmengine.optim import OptimWrapper
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
@@ -476,3 +477,52 @@ def test_fused_adamw_of_the_paper_configs_gives_the_for_each_update():
         for p_fused, p_foreach in zip(models[0].parameters(), models[1].parameters()):
             foreach_opt.state[p_foreach] = {
                 k: v.clone() for k, v in fused_opt.state[p_fused].items()}
+
+
+@pytest.mark.parametrize('name', ['hat_swin_t', 'hat_vit_t', 'hat_volo_d1_224'])
+def test_one_tensor_training_batches_give_the_same_preprocessed_batch(name, tmp_path):
+    """The paper configs collate each training batch into one tensor (``default_collate``,
+    as the official loader's fast_collate): through the config's data preprocessor (mixup /
+    cutmix, erasing, VOLO's token labels) the batch is the one mmengine's default
+    ``pseudo_collate`` (a list of images) gives, bit for bit."""
+    from mmengine.runner import Runner
+    from mmengine.runner.utils import set_random_seed
+
+    from tools.dataset_converters.make_synthetic_imagenet import (
+        make_synthetic_imagenet, make_synthetic_token_labels)
+    data = str(tmp_path / 'data')
+    make_synthetic_imagenet(data, num_train=4, num_val=0, num_classes=4, size=(64, 48),
+                            workers=1)
+    cfg = apply_hat(Config.fromfile(f'configs/{name}.py'))
+    assert cfg.train_dataloader.collate_fn == dict(type='default_collate')
+    cfg.train_dataloader.update(batch_size=4, num_workers=0, persistent_workers=False)
+    cfg.train_dataloader.dataset.update(data_root=data, indices=4)
+    steps = [s['type'] for s in cfg.train_dataloader.dataset.pipeline]
+    if 'LoadTokenLabel' in steps:
+        step = cfg.train_dataloader.dataset.pipeline[steps.index('LoadTokenLabel')]
+        step.label_root = make_synthetic_token_labels(data, grid=14)
+    pre_cfg = cfg.model.get('data_preprocessor') or cfg.data_preprocessor
+    batches, outputs = [], []
+    for collate in ('default_collate', 'pseudo_collate'):
+        loader_cfg = copy.deepcopy(cfg.train_dataloader)
+        loader_cfg.collate_fn = dict(type=collate)
+        with DefaultScope.overwrite_default_scope('mmpretrain'):
+            loader = Runner.build_dataloader(loader_cfg, seed=0)
+            preprocessor = MODELS.build(copy.deepcopy(pre_cfg))
+        set_random_seed(3)
+        batch = next(iter(loader))
+        batches.append(batch['inputs'])
+        set_random_seed(4)  # mixup / cutmix / erasing draws
+        outputs.append(preprocessor(batch, training=True))
+    one, listed = batches
+    assert isinstance(one, torch.Tensor) and isinstance(listed, list) and len(listed) == 4
+    assert torch.equal(one, torch.stack(listed))
+    (a, b) = outputs
+    assert set(a) == set(b) == {'inputs', 'data_samples'}
+    assert torch.equal(a['inputs'], b['inputs'])
+    assert not torch.equal(a['inputs'][0], a['inputs'][1])  # real, different images
+    for sa, sb in zip(a['data_samples'], b['data_samples']):
+        assert set(sa.keys()) == set(sb.keys()) and 'gt_score' in sa
+        for key in sa.keys():  # the mixed targets, VOLO's token labels, ...
+            va, vb = torch.as_tensor(sa.get(key)), torch.as_tensor(sb.get(key))
+            assert torch.equal(va, vb), key

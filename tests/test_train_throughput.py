@@ -63,10 +63,15 @@ def test_loader_only_times_the_configs_data_loader_per_worker_count(tmp_path):
     assert [(r['workers'], r['timed_iters']) for r in rows] == [(0, 5), (2, 4)]
     assert rows[1]['img_per_s_per_worker'] == rows[1]['img_per_s'] / 2
     text = (tmp_path / 'work' / 'loader.md').read_text()
-    assert '| img/s per worker | workers for 100 img/s | workers for 1000 img/s |' in text
+    assert '| img/s per worker | ms to take a ready batch | workers for 100 img/s | ' \
+        'workers for 1000 img/s |' in text
     need = [math.ceil(f / rows[1]['img_per_s_per_worker']) for f in (100, 1000)]
+    # with workers: the loading process's time to take a batch they have made
+    assert 'fetch_ms' not in rows[0] and rows[1]['fetch_ms'] > 0
+    assert f"| 0 | {rows[0]['img_per_s']:.0f} | {rows[0]['img_per_s_per_worker']:.0f} | - |" \
+        in text
     assert f"| 2 | {rows[1]['img_per_s']:.0f} | {rows[1]['img_per_s_per_worker']:.0f} | " \
-        f'{need[0]} | {need[1]} |' in text
+        f"{rows[1]['fetch_ms']:.1f} | {need[0]} | {need[1]} |" in text
     report = json.loads((tmp_path / 'work' / 'loader.json').read_text())
     assert report['rows'] == rows and report['feed'] == [100, 1000]
 
@@ -88,8 +93,8 @@ def test_loader_table_marks_more_workers_than_cores(monkeypatch):
     rows = [dict(workers=4, img_per_s=1000.0, img_per_s_per_worker=250.0),
             dict(workers=8, img_per_s=1200.0, img_per_s_per_worker=150.0)]
     lines = loader_table(args, rows, [1230]).split('\n')
-    assert '| 4 | 1000 | 250 | 5 |' in lines  # ceil(1230 / 250)
-    assert '| 8 (more than the cores) | 1200 | 150 | 9 |' in lines
+    assert '| 4 | 1000 | 250 | - | 5 |' in lines  # ceil(1230 / 250)
+    assert '| 8 (more than the cores) | 1200 | 150 | - | 9 |' in lines
 
 
 def test_loader_only_writes_token_label_maps_for_a_volo_config(tmp_path):

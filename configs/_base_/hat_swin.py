@@ -49,6 +49,7 @@ train_pipeline = {{_base_.imagenet_train_pipeline}}
 # drops the last incomplete batch of each epoch. num_workers: the official train.py's -j
 # default, 8 per GPU, for training and evaluation (mmpretrain's recipe: 5).
 train_dataloader = dict(batch_size=128, drop_last=True, num_workers=8,
+                        collate_fn={{_base_.official_collate}},  # one tensor per batch
                         dataset=dict(pipeline=train_pipeline))
 # Mixup/cutmix and random erasing as the official loader runs them (timm's batch mode, then
 # erasing the normalised batch; _base_/official_settings.py), in the data preprocessor,

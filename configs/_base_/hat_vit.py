@@ -47,6 +47,7 @@ test_pipeline = {{_base_.imagenet_test_pipeline}}
 # incomplete batch of each epoch. num_workers: the official train.py's -j default, 8 per GPU,
 # for training and evaluation (mmpretrain's recipe: 5).
 train_dataloader = dict(batch_size=128, drop_last=True, num_workers=8,
+                        collate_fn={{_base_.official_collate}},  # one tensor per batch
                         dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(num_workers=8, dataset=dict(pipeline=test_pipeline))
 test_dataloader = dict(num_workers=8, dataset=dict(pipeline=test_pipeline))

@@ -106,6 +106,7 @@ train_dataloader = dict(
     batch_size=128,  # per GPU; 8 GPUs -> 1024 (VOLO: -b 128 on 8 GPUs)
     drop_last=True,  # tlt's create_token_label_loader (is_training): the last incomplete batch
     num_workers=8,  # the official train.py's -j default, per GPU (mmpretrain's recipe: 5)
+    collate_fn={{_base_.official_collate}},  # one tensor per batch (./official_settings.py)
     dataset=dict(data_root=data_root, pipeline=train_pipeline))
 val_dataloader = dict(num_workers=8, dataset=dict(data_root=data_root, pipeline=test_pipeline))
 test_dataloader = val_dataloader

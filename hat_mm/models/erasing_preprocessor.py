@@ -76,6 +76,10 @@ class EraseAfterMixDataPreprocessor(ClsDataPreprocessor):
             scripts: 1.0.
         mix_prob (float): probability of mixing a batch. Default 1.0.
         switch_prob (float): probability of cutmix when both are on. Default 0.5.
+        non_blocking (bool): copy the batch to the device without waiting for the copy
+            (mmengine's ``BaseDataPreprocessor`` option, which ``ClsDataPreprocessor`` does
+            not pass on); it only helps with ``train_dataloader.pin_memory=True``. Default
+            False.
         **kwargs: ``ClsDataPreprocessor`` arguments (mean, std, to_rgb, num_classes, which
             the mixing needs, ...). ``batch_augments`` (mmpretrain's mixing) is refused when
             ``mixup_alpha`` or ``cutmix_alpha`` is set: the batch would be mixed twice.
@@ -83,7 +87,7 @@ class EraseAfterMixDataPreprocessor(ClsDataPreprocessor):
 
     def __init__(self, erasing: Optional[dict] = None, mixup_alpha: float = 0.,
                  cutmix_alpha: float = 0., mix_prob: float = 1.0, switch_prob: float = 0.5,
-                 **kwargs):
+                 non_blocking: bool = False, **kwargs):
         name = type(self).__name__
         for arg, value, low, high in (('mixup_alpha', mixup_alpha, 0, None),
                                       ('cutmix_alpha', cutmix_alpha, 0, None),
@@ -99,6 +103,7 @@ class EraseAfterMixDataPreprocessor(ClsDataPreprocessor):
                 f'{cutmix_alpha}), and batch_augments (model.train_cfg.augments) would mix it '
                 'again: set model.train_cfg=None, or mixup_alpha=0 and cutmix_alpha=0.')
         super().__init__(**kwargs)
+        self._non_blocking = bool(non_blocking)  # read by BaseDataPreprocessor.cast_data
         if mixing and not self.num_classes:
             raise ValueError(f'{name} needs num_classes (data_preprocessor.num_classes) to '
                              'mix the targets')

@@ -25,7 +25,9 @@ model and no GPU (so it runs on any machine): images per second for each worker 
 the first ``max(--skip, workers)`` batches (while every worker starts on its first batch).
 The loader is then never waited on by a step, so each worker runs flat out; the rate per
 worker says how many workers (and free CPU cores) a step of a given speed needs:
-``--step-json`` adds that count for the benchmark's step, ``--feed`` for any step rates.
+``--step-json`` adds that count for the benchmark's step, ``--feed`` for any step rates. It
+also gives the loading process's own time per batch when the workers are ahead (taking a
+made batch from a worker), which a training run pays on every iteration on top of the step.
 """
 import argparse
 import json
@@ -181,7 +183,8 @@ def measure_loader(args, workers):
         args.data, args.iters * args.batch_size, args.batch_size, workers=workers),
         *args.cfg_options]).o)
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
-    batches = iter(Runner.build_dataloader(cfg.train_dataloader, seed=0))
+    loader = Runner.build_dataloader(cfg.train_dataloader, seed=0)
+    batches = iter(loader)
     # The first batch of each worker is made while all of them start up: not timed.
     for _ in range(max(args.skip, workers)):
         next(batches)
@@ -190,24 +193,52 @@ def measure_loader(args, workers):
     sec = time.perf_counter() - start
     del batches  # ends the workers
     img_per_s = timed * args.batch_size / sec
-    return dict(workers=workers, img_per_s=img_per_s, timed_iters=timed,
-                img_per_s_per_worker=img_per_s / max(workers, 1))
+    row = dict(workers=workers, img_per_s=img_per_s, timed_iters=timed,
+               img_per_s_per_worker=img_per_s / max(workers, 1))
+    if workers:
+        row['fetch_ms'] = ready_batch_ms(loader, args.batch_size / row['img_per_s_per_worker'])
+    return row
+
+
+def ready_batch_ms(loader, worker_batch_s, batches=4):
+    """Median time the loading process spends taking a batch that is already made (ms).
+
+    That is its own work per batch while a step runs (receiving the batch from a worker and
+    unpickling it), which a step that is not waiting for data pays on every iteration: one
+    tensor with ``default_collate``, one per image with mmengine's ``pseudo_collate``. The
+    workers fill their queue (2 batches each) while this process sleeps, then the batches
+    are taken one after the other.
+    """
+    batches = min(batches, 2 * loader.num_workers, len(loader) - 1)
+    ready = iter(loader)
+    next(ready)  # every worker has started
+    time.sleep(3 * worker_batch_s + 0.5)
+    times = []
+    for _ in range(batches):
+        start = time.perf_counter()
+        next(ready)
+        times.append(time.perf_counter() - start)
+    del ready
+    return 1e3 * statistics.median(times)
 
 
 def loader_table(args, rows, feed):
     lines = [f'Data loader alone, `{args.config}` training pipeline, batch {args.batch_size}, '
              f'{args.image_size} JPEG data, {os.cpu_count()} CPU cores, {args.iters} batches '
              '(timed after each worker\'s first)', '',
-             '| workers | img/s | img/s per worker |'
+             '| workers | img/s | img/s per worker | ms to take a ready batch |'
              + ''.join(f' workers for {f:.0f} img/s |' for f in feed),
-             '|---|---|---|' + '---|' * len(feed)]
+             '|---|---|---|---|' + '---|' * len(feed)]
     for r in rows:
         over = ' (more than the cores)' if r['workers'] > os.cpu_count() else ''
+        fetch = f"{r['fetch_ms']:.1f}" if r.get('fetch_ms') is not None else '-'
         lines.append(f"| {r['workers']}{over} | {r['img_per_s']:.0f} | "
-                     f"{r['img_per_s_per_worker']:.0f} |"
+                     f"{r['img_per_s_per_worker']:.0f} | {fetch} |"
                      + ''.join(f' {math.ceil(f / r["img_per_s_per_worker"])} |' for f in feed))
     lines += ['', '0 workers: the loading process itself. A worker needs a CPU core of its own: '
-              'rates per worker hold while the workers have free cores.']
+              'rates per worker hold while the workers have free cores. "ms to take a ready '
+              'batch": the loading process\'s own time per batch when the workers are ahead '
+              '(receiving and unpickling it), paid on every iteration of a training run.']
     return '\n'.join(lines)
 
 
