@@ -183,9 +183,10 @@ def test_config_builds_with_spec_params_and_recipe(arch):
     optim = cfg.optim_wrapper.optimizer
     assert optim == dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05)
     pw = cfg.optim_wrapper.paramwise_cfg
-    assert pw.norm_decay_mult == 0.
-    for key in ('absolute_pos_embed', 'relative_position_bias_table'):
-        assert pw.custom_keys[key] == dict(decay_mult=0.)
+    # the official config's paramwise_cfg: these three name keys, nothing by layer type
+    assert 'norm_decay_mult' not in pw and 'bias_decay_mult' not in pw
+    assert {k: v.decay_mult for k, v in pw.custom_keys.items()} == {
+        'absolute_pos_embed': 0., 'relative_position_bias_table': 0., 'norm': 0.}
     assert cfg.train_cfg.max_epochs == 36
     warmup, steps = cfg.param_scheduler
     assert warmup.type == 'LinearLR' and not warmup.by_epoch
@@ -209,12 +210,17 @@ def test_config_builds_with_spec_params_and_recipe(arch):
         for group in wrapper.optimizer.param_groups:
             for p in group['params']:
                 decay[names[id(p)]] = group['weight_decay']
-        assert decay['backbone.stages.0.blocks.0.attn.w_msa.relative_position_bias_table'] == 0
+        # The official rule (mmcv 1.x custom_keys: a key contained in the parameter's name),
+        # applied to every parameter: the backbone's LayerNorms and position tables are
+        # exempt; biases and the box heads' SyncBN layers (`bn`) are decayed.
+        official_exempt = ('absolute_pos_embed', 'relative_position_bias_table', 'norm')
+        assert set(decay) == set(names.values())
+        for name, wd in decay.items():
+            assert wd == (0 if any(k in name for k in official_exempt) else 0.05), name
         assert decay['backbone.stages.2.blocks.5.norm1.weight'] == 0
-        assert decay['backbone.norm3.bias'] == 0
-        assert decay['roi_head.bbox_head.1.shared_convs.0.bn.weight'] == 0
-        assert decay['backbone.stages.2.blocks.5.attn.w_msa.qkv.weight'] == 0.05
-        assert decay['roi_head.bbox_head.1.shared_convs.0.conv.weight'] == 0.05
+        assert decay['backbone.stages.0.blocks.0.attn.w_msa.relative_position_bias_table'] == 0
+        assert decay['roi_head.bbox_head.1.shared_convs.0.bn.weight'] == 0.05
+        assert decay['roi_head.bbox_head.1.shared_convs.0.bn.bias'] == 0.05
 
 
 def test_training_pipeline_has_both_policies(tiny_coco):

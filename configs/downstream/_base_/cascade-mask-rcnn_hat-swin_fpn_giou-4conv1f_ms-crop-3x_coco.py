@@ -108,18 +108,20 @@ param_scheduler = [
          gamma=0.1),
 ]
 
-# AdamW, no weight decay on the position tables and on the norm layers. The official
-# config matched the key 'norm', i.e. the backbone's LayerNorms; norm_decay_mult=0 selects
-# norm layers by type, the same LayerNorms plus the SyncBN layers of the box heads.
+# AdamW, no weight decay on the parameters whose names contain 'absolute_pos_embed',
+# 'relative_position_bias_table' or 'norm', as the official config's custom_keys: that is
+# the backbone's LayerNorms (mmpretrain's Swin names them norm*, as the official Swin does).
+# The SyncBN layers of the box heads (named `bn`) and all biases keep the weight decay, as
+# they do in the official run (norm_decay_mult=0 would exempt the SyncBN layers too).
 optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(_delete_=True, type='AdamW', lr=1e-4, betas=(0.9, 0.999),
                    weight_decay=0.05),
     paramwise_cfg=dict(
-        norm_decay_mult=0.,
         custom_keys={
             'absolute_pos_embed': dict(decay_mult=0.),
             'relative_position_bias_table': dict(decay_mult=0.),
+            'norm': dict(decay_mult=0.),
         }))
 
 # The learning rate above is for 16 images per iteration; `tools/train.py --auto-scale-lr`
