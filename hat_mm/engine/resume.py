@@ -8,6 +8,8 @@ resolves the file first, loads it through :func:`hat_mm.utils.load_checkpoint_fi
 compares its weights with the model; ``HATRunner`` calls it, ``tools/train.py`` calls it for
 the other runners.
 """
+import os
+import os.path as osp
 from typing import Optional
 
 import torch
@@ -38,12 +40,16 @@ def prepare_resume(runner) -> None:
         return
     path = runner._load_from
     if path is None:
-        path = find_latest_checkpoint(runner.work_dir)
+        path = latest_checkpoint_in(runner.work_dir, runner.logger)
         if not path:
+            start = runner.cfg.get('auto_resume_load_from')  # set by tools/train.py
             runner.logger.warning(
                 f'--resume: no checkpoint found in {runner.work_dir} (no last_checkpoint '
-                'file); training starts from epoch 0.')
-            runner._resume = False
+                'file); training starts from epoch 0' + (
+                    f" with the weights of the config's load_from {start}." if start else '.'))
+            runner._resume, runner._load_from = False, start or None
+            if start:
+                load_checkpoint_file(start, 'load_from checkpoint')
             return
         runner.logger.info(f'--resume: the latest checkpoint of {runner.work_dir} is {path}')
         runner._load_from = path
@@ -60,6 +66,35 @@ def prepare_resume(runner) -> None:
     check_optimizer_groups(getattr(runner.optim_wrapper, 'optimizer', None),
                            checkpoint.get('optimizer') if isinstance(checkpoint, dict) else None,
                            path)
+
+
+def latest_checkpoint_in(work_dir: str, logger) -> Optional[str]:
+    """The checkpoint that ``work_dir/last_checkpoint`` names (None without that file).
+
+    The file holds the path the run saved to. A work dir moved or copied since names a
+    checkpoint elsewhere (another run's, or none); the file of the same name in ``work_dir``
+    is taken instead, and a name that exists nowhere is refused with the work dir's
+    checkpoints listed.
+    """
+    if not osp.isfile(osp.join(work_dir, 'last_checkpoint')):
+        return None
+    path = find_latest_checkpoint(work_dir)
+    if not path or osp.dirname(osp.abspath(path)) == osp.abspath(work_dir):
+        return path
+    where = f'--resume: {osp.join(work_dir, "last_checkpoint")} names {path}'
+    local = osp.join(work_dir, osp.basename(path))
+    if osp.isfile(local):
+        logger.warning(f'{where}, outside this work dir (moved or copied?); resuming from '
+                       f'{local}, the checkpoint of that name here.')
+        return local
+    if osp.isfile(path):
+        return path
+    found = sorted(f for f in os.listdir(work_dir) if f.endswith('.pth'))
+    newest = max(found, key=lambda f: osp.getmtime(osp.join(work_dir, f)), default=None)
+    raise CheckpointError(
+        f'{where}, which does not exist (a moved work dir?). Checkpoints in {work_dir}: '
+        + (f'{", ".join(found)}; resume one by its path, e.g. the newest: --resume '
+           f'{osp.join(work_dir, newest)}' if found else 'none; train without --resume'))
 
 
 def check_optimizer_groups(optimizer, saved: Optional[dict], path) -> None:
