@@ -147,12 +147,21 @@ def _pretrained_inits(node, where: str):
             yield from _pretrained_inits(item, f'{where}[{i}]')
 
 
+def _pretraining_config(ckpt) -> str:
+    """The config that writes ``work_dirs/<name>/...`` (``configs/<name>.py``, where it
+    exists; the downstream configs' defaults are ``work_dirs/hat_swin_<size>/epoch_310.pth``)."""
+    name = osp.basename(osp.dirname(osp.normpath(str(ckpt))))
+    repo = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+    found = name and osp.isfile(osp.join(repo, 'configs', f'{name}.py'))
+    return f'configs/{name}.py' if found else 'configs/hat_swin_t.py'
+
+
 def check_pretrained_paths(cfg) -> None:
     """Fail early when a ``Pretrained`` init_cfg points at a local file that is missing."""
     for where, ckpt in _pretrained_inits(cfg.get('model'), 'model'):
         if ckpt and '://' not in str(ckpt) and not osp.isfile(ckpt):
             raise FileNotFoundError(
                 f"{where}.checkpoint='{ckpt}' does not exist. Pretrain it first (e.g. bash "
-                'tools/dist_train.sh configs/hat_swin_t.py 8), convert an official release '
-                '(tools/model_converters/timm_to_mmpretrain.py), or point the config at your '
-                f'checkpoint: --cfg-options {where}.checkpoint=/path/to/checkpoint.pth')
+                f'tools/dist_train.sh {_pretraining_config(ckpt)} 8), convert an official '
+                'release (tools/model_converters/timm_to_mmpretrain.py), or point the config at '
+                f'your checkpoint: --cfg-options {where}.checkpoint=/path/to/checkpoint.pth')
