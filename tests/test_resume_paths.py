@@ -64,3 +64,33 @@ def test_auto_resume_of_a_moved_work_dir_without_that_file_names_last_checkpoint
             f'not exist (a moved work dir?). Checkpoints in {moved}: epoch_0_older.pth, '
             f'epoch_1_kept.pth; resume one by its path, e.g. the newest: --resume '
             f'{moved}/epoch_1_kept.pth') in res.stdout
+
+
+def test_load_from_of_another_architecture_is_refused_before_training(
+        one_epoch_run, digits_root, tmp_path):
+    """mmengine loads ``load_from`` non-strictly: a checkpoint of another width would train on
+    from random weights, with its mismatch printed but not in the run's log."""
+    res = train(DEMO_CONFIG, tmp_path, small_run_options(digits_root, train_images=32) + [
+        f'load_from={one_epoch_run}/epoch_1.pth', 'model.backbone.arch.embed_dims=48',
+        'model.head.in_channels=48'])
+    assert res.returncode != 0
+    assert (f'load_from checkpoint {one_epoch_run}/epoch_1.pth does not fit the model of this '
+            "config: 1% of the backbone's values would load (shape mismatch: "
+            'backbone.cls_token: checkpoint (1, 1, 96) vs model (1, 1, 48)') in res.stdout
+    assert 'Epoch(train)' not in res.stdout and not list(tmp_path.glob('*.pth'))
+
+
+def test_load_from_with_another_head_loads_the_backbone_and_logs_the_rest(
+        one_epoch_run, digits_root, tmp_path):
+    """Fine-tuning with another number of classes: the backbone loads; the head that does
+    not is named in the run's log file."""
+    res = train(DEMO_CONFIG, tmp_path, small_run_options(digits_root, train_images=32) + [
+        f'load_from={one_epoch_run}/epoch_1.pth', 'model.head.num_classes=12',
+        'data_preprocessor.num_classes=12'], extra=['--no-validate'])
+    assert res.returncode == 0, res.stdout[-3000:]
+    line = (f'load_from checkpoint {one_epoch_run}/epoch_1.pth does not fit the model of this '
+            'config (shape mismatch: head.layers.head.weight: checkpoint (10, 96) vs model '
+            '(12, 96), head.layers.head.bias: checkpoint (10,) vs model (12,)); these weights '
+            'keep their initialisation')
+    logs = list(tmp_path.glob('*/*.log'))
+    assert line in res.stdout and line in logs[0].read_text()

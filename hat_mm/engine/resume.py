@@ -36,7 +36,7 @@ def prepare_resume(runner) -> None:
         return
     if not runner._resume:
         if runner._load_from:
-            load_checkpoint_file(runner._load_from, 'load_from checkpoint')
+            check_load_from(runner, runner._load_from)
         return
     path = runner._load_from
     if path is None:
@@ -49,7 +49,7 @@ def prepare_resume(runner) -> None:
                     f" with the weights of the config's load_from {start}." if start else '.'))
             runner._resume, runner._load_from = False, start or None
             if start:
-                load_checkpoint_file(start, 'load_from checkpoint')
+                check_load_from(runner, start)
             return
         runner.logger.info(f'--resume: the latest checkpoint of {runner.work_dir} is {path}')
         runner._load_from = path
@@ -66,6 +66,33 @@ def prepare_resume(runner) -> None:
     check_optimizer_groups(getattr(runner.optim_wrapper, 'optimizer', None),
                            checkpoint.get('optimizer') if isinstance(checkpoint, dict) else None,
                            path)
+
+
+def check_load_from(runner, path: str) -> None:
+    """A ``load_from`` checkpoint (a fine-tuning start), which mmengine loads non-strictly:
+    what does not fit the model is logged (mmengine prints it outside the run's log), and a
+    checkpoint that fits less than half of the backbone's values (another architecture, whose
+    few matches are coincidences of width) is refused."""
+    what = 'load_from checkpoint'
+    state = state_dict_of(load_checkpoint_file(path, what), f'{what} {path}')
+    model_state = bare_model(runner).state_dict()
+    result = compare_state_dicts(model_state, state)
+    mismatch = describe_mismatch(result)
+    if not mismatch:
+        return
+    unfit = set(result['missing']) | {s.split(':')[0] for s in result['shape']}
+    sizes = {k: v.numel() for k, v in model_state.items() if k.startswith('backbone.')}
+    fit = sum(n for k, n in sizes.items() if k not in unfit) / max(sum(sizes.values()), 1)
+    if sizes and fit < 0.5:
+        raise CheckpointError(
+            f'{what} {path} does not fit the model of this config: {fit:.0%} of the backbone\'s '
+            f'values would load ({mismatch}). Use a checkpoint of this architecture (convert '
+            'official releases with tools/model_converters/), or the config it was trained '
+            'with. Nothing was loaded.')
+    runner.logger.warning(
+        f'{what} {path} does not fit the model of this config ({mismatch}); these weights '
+        'keep their initialisation unless the model resizes them as it loads (the position '
+        'tables of ViT and VOLO): mmengine loads load_from non-strictly.')
 
 
 def latest_checkpoint_in(work_dir: str, logger) -> Optional[str]:
