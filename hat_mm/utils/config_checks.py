@@ -16,7 +16,8 @@ LAYOUTS = {
 }
 
 
-def _layout(dataset_type) -> tuple:
+def dataset_layout(dataset_type) -> tuple:
+    """(layout text, command that makes small data) of a dataset type."""
     name = str(dataset_type).lower()
     for key in ('coco', 'ade'):
         if key in name:
@@ -48,7 +49,7 @@ def check_dataset_paths(cfg, dataloader_keys: Iterable[str]) -> None:
             if '://' in str(root):
                 continue  # remote storage: leave it to the file backend
             if root and not osp.isdir(root):
-                layout, small = _layout(ds.get('type', ''))
+                layout, small = dataset_layout(ds.get('type', ''))
                 raise FileNotFoundError(
                     f"{where}.data_root='{root}' does not exist (looked in "
                     f'{osp.abspath(root)}). Put the dataset there ({layout}) or point the '
