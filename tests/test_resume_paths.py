@@ -94,3 +94,18 @@ def test_load_from_with_another_head_loads_the_backbone_and_logs_the_rest(
             'keep their initialisation')
     logs = list(tmp_path.glob('*/*.log'))
     assert line in res.stdout and line in logs[0].read_text()
+
+
+def test_a_new_run_in_a_work_dir_with_checkpoints_says_what_it_replaces(
+        one_epoch_run, digits_root, tmp_path):
+    """Without --resume a run starts over and its checkpoints replace the earlier run's of the
+    same name (mmengine's behaviour); the log says so before anything is replaced."""
+    work = tmp_path / 'work'
+    shutil.copytree(one_epoch_run, work)
+    res = train(DEMO_CONFIG, work, small_run_options(digits_root, train_images=32))
+    assert res.returncode == 0, res.stdout[-3000:]
+    said = res.stdout.index(
+        f'{work} holds the checkpoints of an earlier run (last: {one_epoch_run}/epoch_1.pth); '
+        'this run starts from epoch 0 without them and its checkpoints replace those of the '
+        'same name. To continue the earlier run instead: --resume')
+    assert said < res.stdout.index('Epoch(train) [1]')

@@ -13,6 +13,7 @@ import os.path as osp
 from typing import Optional
 
 import torch
+from mmengine.runner import BaseLoop
 from mmengine.runner.checkpoint import find_latest_checkpoint
 
 from ..utils.checkpoint import (CheckpointError, compare_state_dicts, describe_mismatch,
@@ -37,6 +38,13 @@ def prepare_resume(runner) -> None:
     if not runner._resume:
         if runner._load_from:
             check_load_from(runner, runner._load_from)
+        earlier = osp.isfile(osp.join(runner.work_dir, 'last_checkpoint')) and \
+            find_latest_checkpoint(runner.work_dir)
+        if earlier and isinstance(runner._train_loop, BaseLoop):  # training, not testing
+            runner.logger.warning(
+                f'{runner.work_dir} holds the checkpoints of an earlier run (last: {earlier}); '
+                'this run starts from epoch 0 without them and its checkpoints replace those '
+                'of the same name. To continue the earlier run instead: --resume')
         return
     path = runner._load_from
     if path is None:
