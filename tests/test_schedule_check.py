@@ -25,5 +25,5 @@ def test_shortened_run_warns_about_the_schedule_and_the_adversarial_phase(digits
             'param_scheduler.0.end=3, param_scheduler.1.end=30. The config file\'s values '
             'stay when --cfg-options changes train_cfg.max_epochs; set these too for a '
             'shorter run.') in res.stdout
-    assert ('HAT: adversarial phase (K=3, eps=0.00784314, step=0.00392157) until epoch 20, '
-            'after this run (train_cfg.max_epochs=1): every epoch is adversarial') in res.stdout
+    assert ('HAT: adversarial phase (K=3, eps=0.00784314, step=0.00392157) until epoch 20: '
+            'every epoch of this run (train_cfg.max_epochs=1) is adversarial') in res.stdout

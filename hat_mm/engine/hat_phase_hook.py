@@ -42,8 +42,8 @@ class HATPhaseHook(Hook):
         if adversarial != self._adversarial:
             if adversarial:
                 max_epochs = getattr(runner.train_loop, 'max_epochs', None)
-                whole = (f', after this run (train_cfg.max_epochs={max_epochs}): every epoch '
-                         'is adversarial' if isinstance(runner.train_loop, EpochBasedTrainLoop)
+                whole = (f': every epoch of this run (train_cfg.max_epochs={max_epochs}) is '
+                         'adversarial' if isinstance(runner.train_loop, EpochBasedTrainLoop)
                          and model.hat.adv_epochs >= max_epochs else '')
                 runner.logger.info(
                     f'HAT: adversarial phase (K={model.hat.adv_iters}, '
