@@ -109,3 +109,16 @@ def test_a_new_run_in_a_work_dir_with_checkpoints_says_what_it_replaces(
         'this run starts from epoch 0 without them and its checkpoints replace those of the '
         'same name. To continue the earlier run instead: --resume')
     assert said < res.stdout.index('Epoch(train) [1]')
+
+
+def test_resuming_a_finished_run_says_nothing_is_left_to_train(
+        one_epoch_run, digits_root, tmp_path):
+    work = tmp_path / 'work'
+    shutil.copytree(one_epoch_run, work)
+    res = train(DEMO_CONFIG, work, small_run_options(digits_root, train_images=32),
+                extra=['--resume', str(work / 'epoch_1.pth')])
+    assert res.returncode == 0, res.stdout[-3000:]
+    assert (f'--resume: {work}/epoch_1.pth ends at epoch 1 and this config trains to '
+            'train_cfg.max_epochs=1: nothing is left to train (raise train_cfg.max_epochs to '
+            'train on)') in res.stdout
+    assert 'Epoch(train)' not in res.stdout

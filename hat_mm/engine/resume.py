@@ -13,7 +13,7 @@ import os.path as osp
 from typing import Optional
 
 import torch
-from mmengine.runner import BaseLoop
+from mmengine.runner import BaseLoop, EpochBasedTrainLoop
 from mmengine.runner.checkpoint import find_latest_checkpoint
 
 from ..utils.checkpoint import (CheckpointError, compare_state_dicts, describe_mismatch,
@@ -71,6 +71,14 @@ def prepare_resume(runner) -> None:
             f'its weights use --cfg-options load_from={path} without --resume. Nothing was '
             'loaded.')
     _allow_a_new_loss_scale(runner, checkpoint, path)
+    epoch = (checkpoint.get('meta') or {}).get('epoch') if isinstance(checkpoint, dict) else None
+    loop = runner._train_loop
+    if isinstance(loop, EpochBasedTrainLoop) and isinstance(epoch, int) and \
+            epoch >= loop.max_epochs:
+        runner.logger.warning(
+            f'--resume: {path} ends at epoch {epoch} and this config trains to '
+            f'train_cfg.max_epochs={loop.max_epochs}: nothing is left to train (raise '
+            'train_cfg.max_epochs to train on)')
     check_optimizer_groups(getattr(runner.optim_wrapper, 'optimizer', None),
                            checkpoint.get('optimizer') if isinstance(checkpoint, dict) else None,
                            path)
