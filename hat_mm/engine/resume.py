@@ -40,7 +40,7 @@ def prepare_resume(runner) -> None:
             check_load_from(runner, runner._load_from)
         earlier = osp.isfile(osp.join(runner.work_dir, 'last_checkpoint')) and \
             find_latest_checkpoint(runner.work_dir)
-        if earlier and isinstance(runner._train_loop, BaseLoop):  # training, not testing
+        if earlier and isinstance(getattr(runner, '_train_loop', None), BaseLoop):  # training, not testing
             runner.logger.warning(
                 f'{runner.work_dir} holds the checkpoints of an earlier run (last: {earlier}); '
                 'this run starts from epoch 0 without them and its checkpoints replace those '
@@ -72,7 +72,7 @@ def prepare_resume(runner) -> None:
             'loaded.')
     _allow_a_new_loss_scale(runner, checkpoint, path)
     epoch = (checkpoint.get('meta') or {}).get('epoch') if isinstance(checkpoint, dict) else None
-    loop = runner._train_loop
+    loop = getattr(runner, '_train_loop', None)
     if isinstance(loop, EpochBasedTrainLoop) and isinstance(epoch, int) and \
             epoch >= loop.max_epochs:
         runner.logger.warning(
