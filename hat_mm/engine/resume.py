@@ -40,7 +40,8 @@ def prepare_resume(runner) -> None:
             check_load_from(runner, runner._load_from)
         earlier = osp.isfile(osp.join(runner.work_dir, 'last_checkpoint')) and \
             find_latest_checkpoint(runner.work_dir)
-        if earlier and isinstance(getattr(runner, '_train_loop', None), BaseLoop):  # training, not testing
+        training = isinstance(getattr(runner, '_train_loop', None), BaseLoop)  # not testing
+        if earlier and training:
             runner.logger.warning(
                 f'{runner.work_dir} holds the checkpoints of an earlier run (last: {earlier}); '
                 'this run starts from epoch 0 without them and its checkpoints replace those '
