@@ -1,5 +1,7 @@
 """Checkpoint errors name the file and the problem; nothing is loaded on a mismatch."""
 
+import os
+
 import pytest
 import torch
 
@@ -171,3 +173,21 @@ def test_resuming_a_bf16_run_with_fp16_starts_a_new_loss_scale(tmp_path, saved_s
     resumed = runner.optim_wrapper.optimizer.state_dict()['state']
     for key, value in optimizer.state_dict()['state'].items():
         torch.testing.assert_close(resumed[key]['momentum_buffer'], value['momentum_buffer'])
+
+
+@pytest.mark.parametrize('size', ['t', 's', 'b'])
+def test_missing_downstream_checkpoint_names_the_pretraining_config_of_its_size(size):
+    """The downstream configs' default checkpoint is work_dirs/hat_swin_<size>/epoch_310.pth:
+    the fix names configs/hat_swin_<size>.py, the config that writes it."""
+    from mmengine.config import Config
+
+    from hat_mm.utils import check_pretrained_paths
+    from .runner_utils import ROOT
+    name = f'upernet_hat-swin-{size}-p4-w7_8xb2-160k_ade20k-512x512.py'
+    cfg = Config.fromfile(os.path.join(ROOT, 'configs', 'downstream', name))
+    assert cfg.model.backbone.init_cfg.checkpoint == f'work_dirs/hat_swin_{size}/epoch_310.pth'
+    with pytest.raises(FileNotFoundError) as err:
+        check_pretrained_paths(cfg)
+    assert f'bash tools/dist_train.sh configs/hat_swin_{size}.py 8' in str(err.value)
+    others = {'t', 's', 'b'} - {size}
+    assert not any(f'configs/hat_swin_{o}.py' in str(err.value) for o in others)

@@ -18,6 +18,8 @@ long evaluations (ImageNet-C).
 import argparse
 import json
 import numbers
+import os
+import os.path as osp
 
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
@@ -42,6 +44,11 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.out:  # checked and its folder made now, not after the evaluation
+        if osp.isdir(args.out):
+            raise SystemExit(f'--out {args.out} is a folder; give the path of a JSON file, '
+                             f'e.g. --out {osp.join(args.out, "metrics.json")}')
+        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
     import hat_mm  # noqa: F401
     from hat_mm.datasets import check_annotation_files
     from hat_mm.utils import (check_checkpoint_file, check_dataset_paths, check_evaluator_files,

@@ -44,6 +44,9 @@ def merge_args(cfg, args):
     if args.no_validate:
         cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
     if args.resume == 'auto':
+        # the work dir's latest checkpoint; without one, the config's load_from (a fine-tuning
+        # run requeued before its first save starts from those weights, not random ones)
+        cfg.auto_resume_load_from = cfg.get('load_from')
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume

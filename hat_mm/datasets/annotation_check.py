@@ -17,7 +17,7 @@ from mmpretrain.datasets import CustomDataset
 from mmpretrain.datasets.custom import find_folders
 from mmpretrain.registry import DATASETS
 
-from ..utils.config_checks import dataset_configs
+from ..utils.config_checks import dataset_configs, dataset_layout
 
 MAX_REPORTED_LINES = 10
 
@@ -112,6 +112,14 @@ def check_annotation_files(cfg, dataloader_keys: Iterable[str]) -> None:
             if dataset.ann_file:
                 check_annotation_file(dataset.ann_file, dataset.with_label, bound,
                                       f'{where}.ann_file')
+            elif '://' not in str(dataset.img_prefix) and not osp.isdir(dataset.img_prefix):
+                layout, small = dataset_layout(ds_cfg.get('type', ''))
+                raise FileNotFoundError(
+                    f'{where}: {dataset.data_root} has no annotation list (ann_file) and no '
+                    f'image folder {dataset.img_prefix}, so there is nothing to read. Put the '
+                    f'dataset there ({layout}) or point the config at it: --cfg-options '
+                    f'{where}.data_root=/path/to/data. Small data of this kind for a smoke '
+                    f'run: {small}')
             elif dataset.with_label and bound is not None and osp.isdir(dataset.img_prefix):
                 folders, _ = find_folders(dataset.img_prefix)  # one label per class folder
                 if len(folders) > bound[0]:

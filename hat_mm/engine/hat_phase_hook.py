@@ -41,10 +41,14 @@ class HATPhaseHook(Hook):
         adversarial = self._is_adversarial(runner, model)
         if adversarial != self._adversarial:
             if adversarial:
+                max_epochs = getattr(runner.train_loop, 'max_epochs', None)
+                whole = (f': every epoch of this run (train_cfg.max_epochs={max_epochs}) is '
+                         'adversarial' if isinstance(runner.train_loop, EpochBasedTrainLoop)
+                         and model.hat.adv_epochs >= max_epochs else '')
                 runner.logger.info(
                     f'HAT: adversarial phase (K={model.hat.adv_iters}, '
                     f'eps={model.hat.adv_eps:.6g}, step={model.hat.adv_lr:.6g}) until epoch '
-                    f'{model.hat.adv_epochs}')
+                    f'{model.hat.adv_epochs}{whole}')
             else:
                 tail = 'clean forward + KL kept' if model.hat.kl_after_adv else 'plain loss'
                 # terms no longer produced would otherwise be shown, stale, by the logger

@@ -24,7 +24,7 @@ import copy
 
 from mmengine.config import Config, ConfigDict
 from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
+from mmengine.runner import EpochBasedTrainLoop, Runner
 
 from .resume import prepare_resume
 
@@ -113,6 +113,19 @@ def check_train_batches(dataloader) -> None:
            else '') + '.')
 
 
+def schedule_outlasting_run(cfg, max_epochs: int) -> list:
+    """``param_scheduler.<i>.<key>=<epoch>`` of every epoch-based LR schedule that ends
+    after ``max_epochs`` (``TimmCosineLR``'s ``cosine_epochs``, mmengine's ``end``)."""
+    schedulers = cfg.get('param_scheduler') or []
+    out = []
+    for i, sched in enumerate(schedulers if isinstance(schedulers, list) else [schedulers]):
+        key = 'cosine_epochs' if 'cosine_epochs' in sched else 'end'
+        end = sched.get(key)
+        if sched.get('by_epoch', True) and isinstance(end, (int, float)) and end > max_epochs:
+            out.append(f'param_scheduler.{i}.{key}={end}')
+    return out
+
+
 @RUNNERS.register_module()
 class HATRunner(Runner):
     """mmengine ``Runner`` that applies :func:`apply_hat` to its config, checks that an
@@ -126,6 +139,13 @@ class HATRunner(Runner):
     def build_train_loop(self, loop):
         loop = super().build_train_loop(loop)
         check_train_batches(getattr(loop, 'dataloader', None))
+        late = schedule_outlasting_run(self.cfg, loop.max_epochs) if isinstance(
+            loop, EpochBasedTrainLoop) else []
+        if late:
+            self.logger.warning(
+                f'the LR schedule outlasts this run of train_cfg.max_epochs={loop.max_epochs}: '
+                f"{', '.join(late)}. The config file's values stay when --cfg-options changes "
+                'train_cfg.max_epochs; set these too for a shorter run.')
         return loop
 
     def load_or_resume(self) -> None:

@@ -8,9 +8,12 @@ resolves the file first, loads it through :func:`hat_mm.utils.load_checkpoint_fi
 compares its weights with the model; ``HATRunner`` calls it, ``tools/train.py`` calls it for
 the other runners.
 """
+import os
+import os.path as osp
 from typing import Optional
 
 import torch
+from mmengine.runner import BaseLoop, EpochBasedTrainLoop
 from mmengine.runner.checkpoint import find_latest_checkpoint
 
 from ..utils.checkpoint import (CheckpointError, compare_state_dicts, describe_mismatch,
@@ -34,16 +37,28 @@ def prepare_resume(runner) -> None:
         return
     if not runner._resume:
         if runner._load_from:
-            load_checkpoint_file(runner._load_from, 'load_from checkpoint')
+            check_load_from(runner, runner._load_from)
+        earlier = osp.isfile(osp.join(runner.work_dir, 'last_checkpoint')) and \
+            find_latest_checkpoint(runner.work_dir)
+        training = isinstance(getattr(runner, '_train_loop', None), BaseLoop)  # not testing
+        if earlier and training:
+            runner.logger.warning(
+                f'{runner.work_dir} holds the checkpoints of an earlier run (last: {earlier}); '
+                'this run starts from epoch 0 without them and its checkpoints replace those '
+                'of the same name. To continue the earlier run instead: --resume')
         return
     path = runner._load_from
     if path is None:
-        path = find_latest_checkpoint(runner.work_dir)
+        path = latest_checkpoint_in(runner.work_dir, runner.logger)
         if not path:
+            start = runner.cfg.get('auto_resume_load_from')  # set by tools/train.py
             runner.logger.warning(
                 f'--resume: no checkpoint found in {runner.work_dir} (no last_checkpoint '
-                'file); training starts from epoch 0.')
-            runner._resume = False
+                'file); training starts from epoch 0' + (
+                    f" with the weights of the config's load_from {start}." if start else '.'))
+            runner._resume, runner._load_from = False, start or None
+            if start:
+                check_load_from(runner, start)
             return
         runner.logger.info(f'--resume: the latest checkpoint of {runner.work_dir} is {path}')
         runner._load_from = path
@@ -57,9 +72,73 @@ def prepare_resume(runner) -> None:
             f'its weights use --cfg-options load_from={path} without --resume. Nothing was '
             'loaded.')
     _allow_a_new_loss_scale(runner, checkpoint, path)
+    epoch = (checkpoint.get('meta') or {}).get('epoch') if isinstance(checkpoint, dict) else None
+    loop = getattr(runner, '_train_loop', None)
+    if isinstance(loop, EpochBasedTrainLoop) and isinstance(epoch, int) and \
+            epoch >= loop.max_epochs:
+        runner.logger.warning(
+            f'--resume: {path} ends at epoch {epoch} and this config trains to '
+            f'train_cfg.max_epochs={loop.max_epochs}: nothing is left to train (raise '
+            'train_cfg.max_epochs to train on)')
     check_optimizer_groups(getattr(runner.optim_wrapper, 'optimizer', None),
                            checkpoint.get('optimizer') if isinstance(checkpoint, dict) else None,
                            path)
+
+
+def check_load_from(runner, path: str) -> None:
+    """A ``load_from`` checkpoint (a fine-tuning start), which mmengine loads non-strictly:
+    what does not fit the model is logged (mmengine prints it outside the run's log), and a
+    checkpoint that fits less than half of the backbone's values (another architecture, whose
+    few matches are coincidences of width) is refused."""
+    what = 'load_from checkpoint'
+    state = state_dict_of(load_checkpoint_file(path, what), f'{what} {path}')
+    model_state = bare_model(runner).state_dict()
+    result = compare_state_dicts(model_state, state)
+    mismatch = describe_mismatch(result)
+    if not mismatch:
+        return
+    unfit = set(result['missing']) | {s.split(':')[0] for s in result['shape']}
+    sizes = {k: v.numel() for k, v in model_state.items() if k.startswith('backbone.')}
+    fit = sum(n for k, n in sizes.items() if k not in unfit) / max(sum(sizes.values()), 1)
+    if sizes and fit < 0.5:
+        raise CheckpointError(
+            f'{what} {path} does not fit the model of this config: {fit:.0%} of the backbone\'s '
+            f'values would load ({mismatch}). Use a checkpoint of this architecture (convert '
+            'official releases with tools/model_converters/), or the config it was trained '
+            'with. Nothing was loaded.')
+    runner.logger.warning(
+        f'{what} {path} does not fit the model of this config ({mismatch}); these weights '
+        'keep their initialisation unless the model resizes them as it loads (the position '
+        'tables of ViT and VOLO): mmengine loads load_from non-strictly.')
+
+
+def latest_checkpoint_in(work_dir: str, logger) -> Optional[str]:
+    """The checkpoint that ``work_dir/last_checkpoint`` names (None without that file).
+
+    The file holds the path the run saved to. A work dir moved or copied since names a
+    checkpoint elsewhere (another run's, or none); the file of the same name in ``work_dir``
+    is taken instead, and a name that exists nowhere is refused with the work dir's
+    checkpoints listed.
+    """
+    if not osp.isfile(osp.join(work_dir, 'last_checkpoint')):
+        return None
+    path = find_latest_checkpoint(work_dir)
+    if not path or osp.dirname(osp.abspath(path)) == osp.abspath(work_dir):
+        return path
+    where = f'--resume: {osp.join(work_dir, "last_checkpoint")} names {path}'
+    local = osp.join(work_dir, osp.basename(path))
+    if osp.isfile(local):
+        logger.warning(f'{where}, outside this work dir (moved or copied?); resuming from '
+                       f'{local}, the checkpoint of that name here.')
+        return local
+    if osp.isfile(path):
+        return path
+    found = sorted(f for f in os.listdir(work_dir) if f.endswith('.pth'))
+    newest = max(found, key=lambda f: osp.getmtime(osp.join(work_dir, f)), default=None)
+    raise CheckpointError(
+        f'{where}, which does not exist (a moved work dir?). Checkpoints in {work_dir}: '
+        + (f'{", ".join(found)}; resume one by its path, e.g. the newest: --resume '
+           f'{osp.join(work_dir, newest)}' if found else 'none; train without --resume'))
 
 
 def check_optimizer_groups(optimizer, saved: Optional[dict], path) -> None:

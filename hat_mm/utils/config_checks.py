@@ -16,7 +16,8 @@ LAYOUTS = {
 }
 
 
-def _layout(dataset_type) -> tuple:
+def dataset_layout(dataset_type) -> tuple:
+    """(layout text, command that makes small data) of a dataset type."""
     name = str(dataset_type).lower()
     for key in ('coco', 'ade'):
         if key in name:
@@ -48,7 +49,7 @@ def check_dataset_paths(cfg, dataloader_keys: Iterable[str]) -> None:
             if '://' in str(root):
                 continue  # remote storage: leave it to the file backend
             if root and not osp.isdir(root):
-                layout, small = _layout(ds.get('type', ''))
+                layout, small = dataset_layout(ds.get('type', ''))
                 raise FileNotFoundError(
                     f"{where}.data_root='{root}' does not exist (looked in "
                     f'{osp.abspath(root)}). Put the dataset there ({layout}) or point the '
@@ -147,12 +148,21 @@ def _pretrained_inits(node, where: str):
             yield from _pretrained_inits(item, f'{where}[{i}]')
 
 
+def _pretraining_config(ckpt) -> str:
+    """The config that writes ``work_dirs/<name>/...`` (``configs/<name>.py``, where it
+    exists; the downstream configs' defaults are ``work_dirs/hat_swin_<size>/epoch_310.pth``)."""
+    name = osp.basename(osp.dirname(osp.normpath(str(ckpt))))
+    repo = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+    found = name and osp.isfile(osp.join(repo, 'configs', f'{name}.py'))
+    return f'configs/{name}.py' if found else 'configs/hat_swin_t.py'
+
+
 def check_pretrained_paths(cfg) -> None:
     """Fail early when a ``Pretrained`` init_cfg points at a local file that is missing."""
     for where, ckpt in _pretrained_inits(cfg.get('model'), 'model'):
         if ckpt and '://' not in str(ckpt) and not osp.isfile(ckpt):
             raise FileNotFoundError(
                 f"{where}.checkpoint='{ckpt}' does not exist. Pretrain it first (e.g. bash "
-                'tools/dist_train.sh configs/hat_swin_t.py 8), convert an official release '
-                '(tools/model_converters/timm_to_mmpretrain.py), or point the config at your '
-                f'checkpoint: --cfg-options {where}.checkpoint=/path/to/checkpoint.pth')
+                f'tools/dist_train.sh {_pretraining_config(ckpt)} 8), convert an official '
+                'release (tools/model_converters/timm_to_mmpretrain.py), or point the config at '
+                f'your checkpoint: --cfg-options {where}.checkpoint=/path/to/checkpoint.pth')

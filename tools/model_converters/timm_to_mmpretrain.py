@@ -310,7 +310,8 @@ def convert_state_dict(state_dict: Dict[str, torch.Tensor], arch: Optional[str] 
             + (f'; its name says {hint} ({hinted}: {_spec_text(ARCHS[hinted])})'
                if hinted else '')
             + '. Fix: convert a HAT release of ViT-T/S/B or Swin-T/S/B (timm classifier '
-            'checkpoint); nothing was written.')
+            'checkpoint); the VOLO and DeiT-B distilled releases convert with '
+            'tools/model_converters/timm_volo_deit_to_mmpretrain.py. Nothing was written.')
     if hint in TIMM_NAME_TO_ARCH and TIMM_NAME_TO_ARCH[hint] != detected:
         print(f'warning: {src} is named/recorded as {hint} ({TIMM_NAME_TO_ARCH[hint]}) but its '
               f'weights are {detected} ({_spec_text(found)}); converting as {detected}.',

@@ -135,7 +135,8 @@ def convert_state_dict(state_dict: Dict[str, torch.Tensor], arch: Optional[str] 
         expected = f'; expected {arch} ({_spec_text(ARCHS[arch])})' if arch else ''
         fix = (f'it is a {detected} checkpoint: convert it with --arch {detected}'
                if detected else 'convert a HAT release of VOLO-D1/D5 or DeiT-B distilled '
-               '(timm classifier checkpoint)')
+               '(timm classifier checkpoint); the Swin and ViT releases convert with '
+               'tools/model_converters/timm_to_mmpretrain.py')
         raise CheckpointError(
             f'{src}: found {_spec_text(found)}{expected} (first keys: '
             f'{first_keys(state_dict)}). Fix: {fix}. Nothing was written.')

@@ -1,0 +1,124 @@
+"""What ``--resume`` (without a path) starts from: a config's ``load_from`` when the work dir has
+no checkpoint yet, and the work dir's own checkpoint when the work dir was moved or copied."""
+import os
+import shutil
+
+import pytest
+
+from .runner_utils import DEMO_CONFIG, small_run_options, train
+
+
+@pytest.fixture(scope='module')
+def one_epoch_run(digits_root, tmp_path_factory):
+    work = tmp_path_factory.mktemp('one_epoch_run')
+    res = train(DEMO_CONFIG, work, small_run_options(digits_root, train_images=32))
+    assert res.returncode == 0, res.stdout[-3000:]
+    return work
+
+
+def test_auto_resume_without_a_checkpoint_starts_from_the_configs_load_from(
+        one_epoch_run, digits_root, tmp_path):
+    """A fine-tuning run (``load_from``) requeued with --resume before it saved anything
+    starts from the load_from weights, not from random ones."""
+    start = one_epoch_run / 'epoch_1.pth'
+    res = train(DEMO_CONFIG, tmp_path, small_run_options(digits_root, train_images=32) + [
+        f'load_from={start}'], extra=['--resume'])
+    assert res.returncode == 0, res.stdout[-3000:]
+    assert (f'--resume: no checkpoint found in {tmp_path} (no last_checkpoint file); '
+            f"training starts from epoch 0 with the weights of the config's load_from "
+            f'{start}.') in res.stdout
+    assert f'Load checkpoint from {start}' in res.stdout  # mmengine loaded the weights
+    assert 'resumed epoch' not in res.stdout
+    assert (tmp_path / 'epoch_1.pth').is_file()
+
+
+def test_auto_resume_of_a_copied_work_dir_resumes_its_own_checkpoint(
+        one_epoch_run, digits_root, tmp_path):
+    """``last_checkpoint`` holds the path the run saved to; a copy of the work dir (or a
+    moved one) resumes from the checkpoint of the same name in the copy."""
+    copy = tmp_path / 'copy'
+    shutil.copytree(one_epoch_run, copy)
+    original_files = sorted(p.name for p in one_epoch_run.iterdir())
+    res = train(DEMO_CONFIG, copy, small_run_options(digits_root, train_images=32, epochs=2),
+                extra=['--resume'])
+    assert res.returncode == 0, res.stdout[-3000:]
+    assert (f'--resume: {copy}/last_checkpoint names {one_epoch_run}/epoch_1.pth, outside this '
+            f'work dir (moved or copied?); resuming from {copy}/epoch_1.pth') in res.stdout
+    assert f'Load checkpoint from {copy}/epoch_1.pth' in res.stdout
+    assert 'resumed epoch: 1' in res.stdout and (copy / 'epoch_2.pth').is_file()
+    assert sorted(p.name for p in one_epoch_run.iterdir()) == original_files
+
+
+def test_auto_resume_of_a_moved_work_dir_without_that_file_names_last_checkpoint(
+        one_epoch_run, digits_root, tmp_path):
+    moved = tmp_path / 'moved'
+    shutil.copytree(one_epoch_run, moved)
+    (moved / 'last_checkpoint').write_text(str(tmp_path / 'gone' / 'epoch_1.pth'))
+    (moved / 'epoch_1.pth').rename(moved / 'epoch_1_kept.pth')
+    (moved / 'epoch_0_older.pth').write_bytes(b'')  # listed, not the newest
+    os.utime(moved / 'epoch_0_older.pth', (0, 0))
+    res = train(DEMO_CONFIG, moved, small_run_options(digits_root, train_images=32, epochs=2),
+                extra=['--resume'])
+    assert res.returncode != 0
+    assert (f"--resume: {moved}/last_checkpoint names {tmp_path}/gone/epoch_1.pth, which does "
+            f'not exist (a moved work dir?). Checkpoints in {moved}: epoch_0_older.pth, '
+            f'epoch_1_kept.pth; resume one by its path, e.g. the newest: --resume '
+            f'{moved}/epoch_1_kept.pth') in res.stdout
+
+
+def test_load_from_of_another_architecture_is_refused_before_training(
+        one_epoch_run, digits_root, tmp_path):
+    """mmengine loads ``load_from`` non-strictly: a checkpoint of another width would train on
+    from random weights, with its mismatch printed but not in the run's log."""
+    res = train(DEMO_CONFIG, tmp_path, small_run_options(digits_root, train_images=32) + [
+        f'load_from={one_epoch_run}/epoch_1.pth', 'model.backbone.arch.embed_dims=48',
+        'model.head.in_channels=48'])
+    assert res.returncode != 0
+    assert (f'load_from checkpoint {one_epoch_run}/epoch_1.pth does not fit the model of this '
+            "config: 1% of the backbone's values would load (shape mismatch: "
+            'backbone.cls_token: checkpoint (1, 1, 96) vs model (1, 1, 48)') in res.stdout
+    assert 'Epoch(train)' not in res.stdout and not list(tmp_path.glob('*.pth'))
+
+
+def test_load_from_with_another_head_loads_the_backbone_and_logs_the_rest(
+        one_epoch_run, digits_root, tmp_path):
+    """Fine-tuning with another number of classes: the backbone loads; the head that does
+    not is named in the run's log file."""
+    res = train(DEMO_CONFIG, tmp_path, small_run_options(digits_root, train_images=32) + [
+        f'load_from={one_epoch_run}/epoch_1.pth', 'model.head.num_classes=12',
+        'data_preprocessor.num_classes=12'], extra=['--no-validate'])
+    assert res.returncode == 0, res.stdout[-3000:]
+    line = (f'load_from checkpoint {one_epoch_run}/epoch_1.pth does not fit the model of this '
+            'config (shape mismatch: head.layers.head.weight: checkpoint (10, 96) vs model '
+            '(12, 96), head.layers.head.bias: checkpoint (10,) vs model (12,)); these weights '
+            'keep their initialisation')
+    logs = list(tmp_path.glob('*/*.log'))
+    assert line in res.stdout and line in logs[0].read_text()
+
+
+def test_a_new_run_in_a_work_dir_with_checkpoints_says_what_it_replaces(
+        one_epoch_run, digits_root, tmp_path):
+    """Without --resume a run starts over and its checkpoints replace the earlier run's of the
+    same name (mmengine's behaviour); the log says so before anything is replaced."""
+    work = tmp_path / 'work'
+    shutil.copytree(one_epoch_run, work)
+    res = train(DEMO_CONFIG, work, small_run_options(digits_root, train_images=32))
+    assert res.returncode == 0, res.stdout[-3000:]
+    said = res.stdout.index(
+        f'{work} holds the checkpoints of an earlier run (last: {one_epoch_run}/epoch_1.pth); '
+        'this run starts from epoch 0 without them and its checkpoints replace those of the '
+        'same name. To continue the earlier run instead: --resume')
+    assert said < res.stdout.index('Epoch(train) [1]')
+
+
+def test_resuming_a_finished_run_says_nothing_is_left_to_train(
+        one_epoch_run, digits_root, tmp_path):
+    work = tmp_path / 'work'
+    shutil.copytree(one_epoch_run, work)
+    res = train(DEMO_CONFIG, work, small_run_options(digits_root, train_images=32),
+                extra=['--resume', str(work / 'epoch_1.pth')])
+    assert res.returncode == 0, res.stdout[-3000:]
+    assert (f'--resume: {work}/epoch_1.pth ends at epoch 1 and this config trains to '
+            'train_cfg.max_epochs=1: nothing is left to train (raise train_cfg.max_epochs to '
+            'train on)') in res.stdout
+    assert 'Epoch(train)' not in res.stdout

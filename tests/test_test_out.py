@@ -1,0 +1,34 @@
+"""tools/test.py --out into a folder that does not exist yet: the folder is made (as
+mmengine's dump does), not a FileNotFoundError after the whole evaluation."""
+import json
+import sys
+
+import torch
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+
+from .runner_utils import DEMO_CONFIG, run_tool, small_run_options
+
+
+def test_out_in_a_new_folder_is_written(digits_root, tmp_path):
+    from mmpretrain.registry import MODELS
+
+    from hat_mm.engine import apply_hat
+    init_default_scope('mmpretrain')
+    model = MODELS.build(apply_hat(Config.fromfile(DEMO_CONFIG)).model)
+    ckpt = tmp_path / 'random.pth'
+    torch.save({'state_dict': model.state_dict()}, ckpt)
+    out = tmp_path / 'new' / 'folder' / 'metrics.json'
+    res = run_tool([sys.executable, 'tools/test.py', DEMO_CONFIG, str(ckpt), '--work-dir',
+                    str(tmp_path / 'work'), '--out', str(out), '--cfg-options',
+                    *small_run_options(digits_root, val_images=16)])
+    assert res.returncode == 0, res.stdout[-3000:]
+    assert 0.0 <= json.loads(out.read_text())['accuracy/top1'] <= 100.0
+
+
+def test_out_that_is_a_folder_is_refused_before_testing(digits_root, tmp_path):
+    res = run_tool([sys.executable, 'tools/test.py', DEMO_CONFIG, str(tmp_path / 'x.pth'),
+                    '--out', str(tmp_path), '--cfg-options',
+                    *small_run_options(digits_root, val_images=16)])
+    assert res.returncode != 0
+    assert f'--out {tmp_path} is a folder; give the path of a JSON file' in res.stdout
