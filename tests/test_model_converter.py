@@ -317,3 +317,12 @@ def test_cli_end_to_end(swin_t, tmp_path):
     assert proc.returncode == 1
     assert 'expected a vit-b checkpoint' in proc.stdout and '--arch swin-t' in proc.stdout
     assert not wrong.exists()
+    # an existing output is kept unless --overwrite
+    before = dst.read_bytes()
+    proc = run_tool([sys.executable, SCRIPT, src, str(dst)])
+    assert proc.returncode == 1 and 'exists already' in proc.stdout and '--overwrite' in proc.stdout
+    assert dst.read_bytes() == before
+    dst.write_bytes(b'old')
+    proc = run_tool([sys.executable, SCRIPT, src, str(dst), '--overwrite'])
+    assert proc.returncode == 0, proc.stdout
+    load_weights_strict(build_target_model('swin-t'), str(dst))

@@ -130,7 +130,13 @@ def run_cli(argv, description: str, archs, convert) -> int:
                         help='expected architecture; detected from the weights if omitted')
     parser.add_argument('--ema', action='store_true',
                         help='convert the EMA weights (state_dict_ema) instead')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace dst if it exists (otherwise an existing dst is refused)')
     args = parser.parse_args(argv)
+    if osp.exists(args.dst) and not args.overwrite:
+        print(f'error: {args.dst} exists already (another conversion or checkpoint?); nothing '
+              'was converted. Give another dst, or --overwrite to replace it.', file=sys.stderr)
+        return 1
     try:
         meta = convert(args.src, args.dst, arch=args.arch, ema=args.ema)
     except CheckpointError as e:
