@@ -121,6 +121,13 @@ def test_dataset_and_evaluator_paths_name_the_layout_and_fix(tmp_path):
     with pytest.raises(FileNotFoundError, match='make_tiny_ade20k.py') as err:
         check_dataset_paths(cfg, ['val_dataloader'])
     assert '--cfg-options val_dataloader.dataset.dataset.data_root=' in str(err.value)
+    # both missing: one message naming both, with one line that sets both
+    with pytest.raises(FileNotFoundError) as err:
+        check_dataset_paths(cfg, ['train_dataloader', 'val_dataloader'])
+    assert f"val_dataloader.dataset.dataset.data_root='{tmp_path / 'a'}' does not exist " \
+        'either' in str(err.value)
+    assert ('--cfg-options train_dataloader.dataset.data_root=/path/to/data '
+            'val_dataloader.dataset.dataset.data_root=/path/to/data.') in str(err.value)
     with pytest.raises(FileNotFoundError, match=r'val_evaluator\.0\.ann_file='):
         check_evaluator_files(cfg, ['val_evaluator'])
     (tmp_path / 'ann.json').write_text('{}')

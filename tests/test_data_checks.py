@@ -4,6 +4,7 @@ images (by path; skipped and counted when asked)."""
 import os.path as osp
 import re
 import shutil
+import warnings
 from unittest import mock
 
 import pytest
@@ -12,6 +13,7 @@ from mmengine.config import Config
 from hat_mm.datasets import (SkipUnreadableImages, UnreadableImageError, UnreadableImagesHook,
                              check_annotation_files, enable_skip_unreadable_images)
 from hat_mm.utils import check_cfg_options, check_dataset_paths
+from hat_mm.utils.config_checks import READ_TOP_LEVEL_KEYS
 
 from .runner_utils import DEMO_CONFIG, ROOT, small_run_options, train
 
@@ -64,6 +66,36 @@ def test_tools_refuse_top_level_data_root(digits_root, tool, tmp_path):
     with pytest.raises(ValueError,
                        match=re.escape(f'train_dataloader.dataset.data_root={digits_root} ')):
         main(argv + ['--work-dir', str(tmp_path), '--cfg-options', f'data_root={digits_root}'])
+
+
+def test_top_level_option_typo_is_refused_and_an_unread_variable_warned():
+    """Before: ``hatt.adv_iters=2`` was merged as a new key and the run kept K = 3."""
+    cfg = Config.fromfile(DEMO_CONFIG)
+    with pytest.raises(ValueError, match=r"no top-level key 'hatt'; did you mean 'hat' "
+                                         r'\(--cfg-options hat.adv_iters=\.\.\.\)'):
+        check_cfg_options(cfg, {'hatt.adv_iters': 2})
+    with pytest.raises(ValueError, match="did you mean 'train_dataloader'"):
+        check_cfg_options(cfg, {'train_dataloder.batch_size': 2})
+    # read keys pass silently, whether the file has them or not
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        check_cfg_options(cfg, {'hat.adv_iters': 2, 'train_dataloader.batch_size': 2,
+                                'model_wrapper_cfg.find_unused_parameters': True,
+                                'skip_unreadable_images': 0.1, 'compile': True})
+    # a variable of the file (already substituted), or a key nothing reads: a warning
+    variable = next(k for k in cfg if k not in READ_TOP_LEVEL_KEYS and k != 'data_root')
+    with pytest.warns(UserWarning, match=f"'{variable}' is a variable of the config file"):
+        check_cfg_options(cfg, {variable: 1})
+    with pytest.warns(UserWarning, match="'my_notes' is not a key of this config"):
+        check_cfg_options(cfg, {'my_notes': 'x'})
+
+
+def test_pytorch_launcher_outside_torchrun_names_the_launch_scripts(monkeypatch, tmp_path):
+    from tools.train import main
+    monkeypatch.delenv('RANK', raising=False)
+    with pytest.raises(SystemExit, match='tools/dist_train.sh CONFIG GPUS'):
+        main([DEMO_CONFIG, '--work-dir', str(tmp_path / 'w'), '--launcher', 'pytorch'])
+    assert not (tmp_path / 'w').exists()
 
 
 # -- annotation files ------------------------------------------------------------------

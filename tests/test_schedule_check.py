@@ -19,11 +19,13 @@ def test_schedule_keys_beyond_max_epochs_are_named():
 
 
 def test_shortened_run_warns_about_the_schedule_and_the_adversarial_phase(digits_root, tmp_path):
-    res = train(DEMO_CONFIG, tmp_path, small_run_options(digits_root, train_images=32))
+    res = train(DEMO_CONFIG, tmp_path, small_run_options(digits_root, train_images=32)
+                + ['hat.adv_iters=1'])
     assert res.returncode == 0, res.stdout[-3000:]
     assert ('the LR schedule outlasts this run of train_cfg.max_epochs=1: '
             'param_scheduler.0.end=3, param_scheduler.1.end=30. The config file\'s values '
             'stay when --cfg-options changes train_cfg.max_epochs; set these too for a '
             'shorter run.') in res.stdout
-    assert ('HAT: adversarial phase (K=3, eps=0.00784314, step=0.00392157) until epoch 20: '
+    assert ('HAT: adversarial phase (K=1: one pass per batch, on the unperturbed input '
+            '(delta_0 = 0); no perturbed pass, eps=0.00784314, step=0.00392157) until epoch 20: '
             'every epoch of this run (train_cfg.max_epochs=1) is adversarial') in res.stdout

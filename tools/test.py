@@ -21,6 +21,7 @@ import numbers
 import os
 import os.path as osp
 
+import torch
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
@@ -65,6 +66,9 @@ def main(argv=None):
             cfg.model.compile = None
     if args.amp:
         cfg.test_cfg = dict(cfg.get('test_cfg') or {}, fp16=True)
+        if not torch.cuda.is_available():  # mmengine's autocast: bf16 on CPU, fp16 on CUDA
+            print('[test] --amp without a GPU: the evaluation runs under CPU autocast in '
+                  'bfloat16 (fp16 on CUDA); the metrics can differ slightly from fp32.')
     if args.tta:
         if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
             raise SystemExit(f'--tta needs `tta_model` and `tta_pipeline` in {args.config}')

@@ -45,8 +45,10 @@ class HATPhaseHook(Hook):
                 whole = (f': every epoch of this run (train_cfg.max_epochs={max_epochs}) is '
                          'adversarial' if isinstance(runner.train_loop, EpochBasedTrainLoop)
                          and model.hat.adv_epochs >= max_epochs else '')
+                once = (': one pass per batch, on the unperturbed input (delta_0 = 0); no '
+                        'perturbed pass' if model.hat.adv_iters == 1 else '')
                 runner.logger.info(
-                    f'HAT: adversarial phase (K={model.hat.adv_iters}, '
+                    f'HAT: adversarial phase (K={model.hat.adv_iters}{once}, '
                     f'eps={model.hat.adv_eps:.6g}, step={model.hat.adv_lr:.6g}) until epoch '
                     f'{model.hat.adv_epochs}{whole}')
             else:

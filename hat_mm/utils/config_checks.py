@@ -1,6 +1,11 @@
 """Early checks of a config's inputs, with messages that say how to fix them."""
+import difflib
+import inspect
 import os.path as osp
+import warnings
 from typing import Iterable, Iterator, Optional, Tuple
+
+from mmengine.runner import Runner
 
 # what each dataset family expects under data_root, and how to make small data of that kind
 LAYOUTS = {
@@ -39,7 +44,9 @@ def dataset_configs(cfg, prefix: str) -> Iterator[Tuple[str, dict]]:
 
 
 def check_dataset_paths(cfg, dataloader_keys: Iterable[str]) -> None:
-    """Fail early when a dataloader's ``data_root`` or ``ann_file`` does not exist."""
+    """Fail early when a dataloader's ``data_root`` or ``ann_file`` does not exist (every
+    missing ``data_root`` of ``dataloader_keys`` in one message)."""
+    missing = []
     for key in dataloader_keys:
         loader = cfg.get(key)
         if not loader or 'dataset' not in loader:
@@ -49,12 +56,8 @@ def check_dataset_paths(cfg, dataloader_keys: Iterable[str]) -> None:
             if '://' in str(root):
                 continue  # remote storage: leave it to the file backend
             if root and not osp.isdir(root):
-                layout, small = dataset_layout(ds.get('type', ''))
-                raise FileNotFoundError(
-                    f"{where}.data_root='{root}' does not exist (looked in "
-                    f'{osp.abspath(root)}). Put the dataset there ({layout}) or point the '
-                    f'config at it: --cfg-options {where}.data_root=/path/to/data. '
-                    f'Small data of this kind for a smoke run: {small}')
+                missing.append((where, root, ds.get('type', '')))
+                continue
             ann = ds.get('ann_file') or ''
             if ann and '://' not in str(ann):
                 path = ann if osp.isabs(ann) else osp.join(root, ann)
@@ -63,6 +66,15 @@ def check_dataset_paths(cfg, dataloader_keys: Iterable[str]) -> None:
                         f"{where}.ann_file='{ann}' does not exist (looked for {path}). Create "
                         f'it or set --cfg-options {where}.ann_file=... (an empty ann_file '
                         'makes mmpretrain scan class folders).')
+    if missing:
+        where, root, kind = missing[0]
+        layout, small = dataset_layout(kind)
+        also = ''.join(f"; {w}.data_root='{r}' does not exist either" for w, r, _ in missing[1:])
+        line = ' '.join(f'{w}.data_root=/path/to/data' for w, _, _ in missing)
+        raise FileNotFoundError(
+            f"{where}.data_root='{root}' does not exist (looked in {osp.abspath(root)}){also}. "
+            f'Put the dataset there ({layout}) or point the config at it: --cfg-options '
+            f'{line}. Small data of this kind for a smoke run: {small}')
 
 
 def _evaluator_ann_files(cfg, key: str) -> Iterator[Tuple[str, str]]:
@@ -94,6 +106,38 @@ def _rebase(path: str, old_root: str, new_root: str) -> Optional[str]:
     return None
 
 
+# Top-level keys that mmengine's Runner (``Runner.from_cfg``, ``wrap_model``), hat-mm
+# (``HATRunner``, tools/train.py, tools/test.py) or the OpenMMLab test tools (``--tta``) read.
+READ_TOP_LEVEL_KEYS = frozenset(inspect.signature(Runner.__init__).parameters) - {'self'} | {
+    'compile', 'model_wrapper_cfg', 'runner_type', 'custom_imports', 'hat',
+    'skip_unreadable_images', 'tta_model', 'tta_pipeline'}
+
+
+def check_top_level_options(cfg, options: dict) -> None:
+    """``--cfg-options`` keys whose first part nothing reads: a typo of a key that is read
+    (``hatt.adv_iters=2``) is refused with the key meant; a variable of the config file
+    (``img_size=384``, substituted into the settings that use it when the file was read) or
+    a key of your own is let through with a warning that it changes no setting of ours."""
+    known = READ_TOP_LEVEL_KEYS | set(cfg.keys())
+    for option in options or {}:
+        top = option.split('.')[0]
+        if top in READ_TOP_LEVEL_KEYS or top == 'data_root':  # data_root: check_cfg_options
+            continue
+        if top not in cfg:
+            close = difflib.get_close_matches(top, sorted(known), n=1, cutoff=0.75)
+            if close:
+                raise ValueError(
+                    f'--cfg-options {option}=...: the config has no top-level key {top!r}; '
+                    f'did you mean {close[0]!r} (--cfg-options {close[0]}'
+                    f'{option[len(top):]}=...)?')
+        warnings.warn(
+            f'--cfg-options {option}=...: {top!r} is '
+            + ('a variable of the config file, already substituted into the settings that use '
+               'it when the file was read' if top in cfg else 'not a key of this config')
+            + ', and neither mmengine\'s runner nor hat-mm reads it: it changes no setting. '
+            'Set the settings themselves (e.g. train_dataloader.dataset.pipeline...).')
+
+
 def check_cfg_options(cfg, options: dict) -> None:
     """Refuse ``--cfg-options data_root=...``, which would change nothing.
 
@@ -102,8 +146,10 @@ def check_cfg_options(cfg, options: dict) -> None:
     reaches no dataset, and the run would silently use the default folder. The message gives
     the exact ``--cfg-options`` line that does move the data: every dataloader's
     ``data_root`` and every evaluator ``ann_file`` that the file derived from it (``cfg`` is
-    the config as read, before the options are merged).
+    the config as read, before the options are merged). The other top-level keys go through
+    :func:`check_top_level_options`.
     """
+    check_top_level_options(cfg, options)
     if not options or 'data_root' not in options:
         return
     new, old = str(options['data_root']), cfg.get('data_root') or None

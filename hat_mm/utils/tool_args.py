@@ -27,6 +27,13 @@ def load_tool_config(args: argparse.Namespace) -> Config:
     """The config of ``args.config`` with the checked ``--cfg-options``, the launcher and the
     work dir applied; also exports ``LOCAL_RANK`` as the launchers expect."""
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    if args.launcher == 'pytorch' and 'RANK' not in os.environ:
+        raise SystemExit(
+            "--launcher pytorch runs in the processes that torchrun starts (it reads their "
+            'RANK, WORLD_SIZE, MASTER_ADDR, ...), and this one was not started by torchrun. '
+            'Use bash tools/dist_train.sh CONFIG GPUS (or tools/dist_test.sh CONFIG CKPT GPUS), '
+            'or torchrun --nproc_per_node=GPUS tools/train.py CONFIG --launcher pytorch; one '
+            'process: leave --launcher out.')
     cfg = Config.fromfile(args.config)
     check_cfg_options(cfg, args.cfg_options)
     if args.cfg_options:
