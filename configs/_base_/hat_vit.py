@@ -17,7 +17,10 @@ _base_ = [
 # passes on GPUs (the same math; eager on CPU, with one log line): one H100, bf16, batch 128,
 # ViT-B/16 HAT step 635 -> 930 img/s (1.48x the official-style step); the first iteration
 # compiles for about a minute. Off: --cfg-options model.compile=None.
-model = dict(backbone=dict(drop_path_rate=0.1), train_cfg=None,
+# Initialisation as the official code's timm 0.4 VisionTransformer (not mmpretrain's Xavier
+# MLP layers, zero class token and zero head; hat_mm/models/timm_vit_init.py).
+model = dict(backbone=dict(type='TimmInitVisionTransformer', drop_path_rate=0.1),
+             head=dict(init_cfg={{_base_.timm_vit_head_init}}), train_cfg=None,
              compile=dict(devices=['cuda']))
 
 # Official: the mean/std of timm's default config of vit_*_patch16_224, 0.5 / 0.5 on [0, 1]

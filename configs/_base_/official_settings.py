@@ -58,6 +58,13 @@ imagenet_test_pipeline = [
     dict(type='PackInputs'),
 ]
 
+# The ViT / DeiT heads as the official code's timm 0.4 VisionTransformer initialises them
+# (self.apply(_init_vit_weights) without module names: every Linear, the heads included,
+# N(0, 0.02) truncated to [-2, 2], zero bias); mmpretrain's ViT heads start at zero. Their
+# backbones: TimmInitVisionTransformer / TimmInitDistilledVisionTransformer
+# (hat_mm/models/timm_vit_init.py).
+timm_vit_head_init = dict(type='TruncNormal', layer='Linear', std=0.02, bias=0.)
+
 # train.py and train_kd.py set torch.backends.cudnn.benchmark = True (mmpretrain's runtime:
 # False): it picks the fastest convolution algorithms for the fixed input size (the patch
 # embeddings, VOLO's stem, the RegNetY teacher).
