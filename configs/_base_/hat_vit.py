@@ -34,7 +34,7 @@ data_preprocessor = dict(type='EraseAfterMixDataPreprocessor', mean=[127.5, 127.
                          std=[127.5, 127.5, 127.5], mixup_alpha=0.8, cutmix_alpha=1.0,
                          mix_prob=1.0, switch_prob=0.5, erasing={{_base_.official_erasing}})
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    {{_base_.official_image_loading}},  # PIL's decode, as the official loader
     dict(type='RandomInterpolationResizedCrop', scale=224, backend='pillow',
          interpolation={{_base_.train_interpolation}}),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
