@@ -7,7 +7,8 @@
 # sees the same normalised input as the student (ImageNet mean/std, as in DeiT), perturbed by
 # HAT's delta_k, is frozen, in eval mode, and is not saved in the checkpoints
 # (hat_mm/models/distillation.py).
-# Student: mmpretrain's DistilledVisionTransformer (deit-base) + DeiTClsHead, 87.3M params.
+# Student: mmpretrain's DistilledVisionTransformer (deit-base) + DeiTClsHead, 87.3M params,
+# initialised as timm 0.4's DeiT (TimmInitDistilledVisionTransformer, head.init_cfg).
 # Recipe: DeiT's as in configs/hat_vit_b.py (8 GPUs x 128, lr 1e-3 per 1024 images scaled
 # linearly (DeiT's 5e-4 x 1024 / 512), weight decay 0.05, drop-path 0.1, no clipping, 5 warm-up
 # epochs, cosine to 1e-5, 300 + 10 epochs; RandAugment, erasing 0.25, mixup 0.8 / cutmix 1.0,
@@ -27,7 +28,9 @@ _base_ = [
 
 model = dict(
     type='DistilledImageClassifier',  # HATRunner: -> HATDistilledImageClassifier
-    backbone=dict(drop_path_rate=0.1),
+    # initialised as the official code's timm 0.4 DeiT (hat_mm/models/timm_vit_init.py)
+    backbone=dict(type='TimmInitDistilledVisionTransformer', drop_path_rate=0.1),
+    head=dict(init_cfg={{_base_.timm_vit_head_init}}),
     train_cfg=None,  # the data preprocessor mixes, as the official loader
     distillation_loss=dict(type='DistillationLoss', distillation_type='hard', alpha=0.5,
                            tau=1.0),

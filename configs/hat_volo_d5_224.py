@@ -19,7 +19,7 @@ model = dict(model_name='volo_d5_224', drop_path_rate=0.75)
 optim_wrapper = dict(optimizer=dict(lr=8e-4))
 
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
+    {{_base_.official_image_loading}},  # PIL's decode, as the official loader
     dict(type='ResizeEdge', scale=194, edge='short', backend='pillow',
          interpolation='bicubic'),  # floor(224 / 1.15)
     dict(type='PaddedCenterCrop', crop_size=224),

@@ -27,7 +27,7 @@ model = dict(
 )
 
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    {{_base_.official_image_loading}},  # PIL's decode, as the official loader
     dict(type='LoadTokenLabel', label_root={{_base_.token_label_root}}),
     {{_base_.token_label_randaugment}},  # on the whole image, moving the score map
     dict(type='TokenLabelRandomResizedCrop', scale=img_size, backend='pillow',
@@ -36,7 +36,7 @@ train_pipeline = [
     dict(type='PackInputs', algorithm_keys=('token_label', 'token_label_box')),
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
+    {{_base_.official_image_loading}},  # PIL's decode, as the official loader
     dict(type='ResizeEdge', scale=445, edge='short', backend='pillow',
          interpolation='bicubic'),  # floor(512 / 1.15)
     dict(type='PaddedCenterCrop', crop_size=img_size),

@@ -24,6 +24,8 @@ PAPER = {
 }
 ALL_PAPER_CONFIGS = sorted(osp.splitext(osp.basename(p))[0]
                            for p in glob.glob(osp.join(ROOT, 'configs', 'hat_*.py')))
+ROBUSTNESS_CONFIGS = sorted(osp.splitext(osp.basename(p))[0] for p in
+                            glob.glob(osp.join(ROOT, 'configs', 'robustness', 'hat_*.py')))
 IMAGENET_MEAN, IMAGENET_STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
 
 
@@ -204,3 +206,63 @@ def test_documented_clipping_override_reaches_the_optim_wrapper():
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
     assert wrapper.clip_grad_kwargs == dict(max_norm=1.0)
+
+
+@pytest.fixture(scope='module')
+def jpeg_kinds(tmp_path_factory):
+    """ImageNet's kinds of JPEG: RGB, RGB with an EXIF orientation tag (6: rotate 90),
+    grayscale, CMYK; not square, so a rotation changes the shape."""
+    import numpy as np
+    from PIL import Image
+    root = tmp_path_factory.mktemp('jpeg_kinds')
+    yy, xx = np.mgrid[0:48, 0:80]
+    noise = np.random.default_rng(0).normal(0, 20, (48, 80, 3))
+    rgb = np.stack([xx * 3, yy * 5, (xx + yy) % 32 * 8], -1) + noise
+    image = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    paths = {kind: str(root / f'{kind}.JPEG') for kind in ('rgb', 'exif6', 'gray', 'cmyk')}
+    image.save(paths['rgb'], quality=90)
+    image.save(paths['exif6'], quality=90, exif=exif)
+    image.convert('L').save(paths['gray'], quality=90)
+    image.convert('CMYK').save(paths['cmyk'], quality=90)
+    return paths
+
+
+def _official_decode(path):
+    """timm's ImageDataset and tlt's token-label dataset: PIL.Image.open(path).convert('RGB'),
+    here in mmpretrain's BGR order (the data preprocessor's to_rgb turns it back)."""
+    import numpy as np
+    from PIL import Image
+    return np.asarray(Image.open(path).convert('RGB'))[..., ::-1]
+
+
+def test_test_images_tell_mmcvs_default_decode_from_the_official_one(jpeg_kinds):
+    """mmcv's default (OpenCV, EXIF orientation applied) differs from PIL on the tagged image
+    (turned upright) and on the CMYK one (one level off), so the next test can fail."""
+    import mmcv
+    import numpy as np
+    decode = {kind: mmcv.imread(path) for kind, path in jpeg_kinds.items()}
+    assert decode['exif6'].shape[:2] == _official_decode(jpeg_kinds['exif6']).shape[1::-1]
+    assert not np.array_equal(decode['cmyk'], _official_decode(jpeg_kinds['cmyk']))
+
+
+@pytest.mark.parametrize('name', ALL_PAPER_CONFIGS + ROBUSTNESS_CONFIGS)
+def test_images_decode_as_the_official_pil_loader(name, jpeg_kinds):
+    """Every image-loading step of a paper config (training, validation, test) gives the
+    official loader's pixels: no EXIF rotation, PIL's grayscale and CMYK conversion."""
+    import numpy as np
+    from mmpretrain.registry import TRANSFORMS
+    cfg = merged(name) if name in ALL_PAPER_CONFIGS else \
+        Config.fromfile(osp.join(ROOT, 'configs', 'robustness', f'{name}.py'))
+    steps = [step for split in ('train', 'val', 'test')
+             for step in cfg[f'{split}_dataloader'].dataset.pipeline
+             if step['type'] == 'LoadImageFromFile']
+    assert len(steps) == 3
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        loaders = [TRANSFORMS.build(step) for step in steps]
+    for kind, path in jpeg_kinds.items():
+        official = _official_decode(path)
+        for load in loaders:
+            img = load(dict(img_path=path))['img']
+            assert img.dtype == np.uint8 and np.array_equal(img, official), (kind, steps)

@@ -28,7 +28,7 @@ def test_deit_distilled_config():
     import timm
     from mmpretrain.registry import MODELS
     cfg = paper_config(CONFIG, 'HATDistilledImageClassifier')
-    assert cfg.model.backbone.type == 'DistilledVisionTransformer'
+    assert cfg.model.backbone.type == 'TimmInitDistilledVisionTransformer'  # timm 0.4's init
     assert cfg.model.backbone.arch == 'deit-base' and cfg.model.backbone.drop_path_rate == 0.1
     assert cfg.model.head.type == 'DeiTClsHead'
     d = cfg.model.distillation_loss

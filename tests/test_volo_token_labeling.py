@@ -625,3 +625,30 @@ def test_fine_tuning_load_resizes_the_position_table(tmp_path):
     torch.testing.assert_close(big.model.head.weight, small.model.head.weight)
     with pytest.raises(CheckpointError, match='pos_embed'):
         load_weights_strict(big, str(ckpt))
+
+
+def test_make_token_labels_decodes_images_as_the_data_configs_pipeline(digits_root, tmp_path):
+    """The maps cover the image as training decodes it: the tool loads the images with the
+    data config's own LoadImageFromFile step (the paper configs: PIL, no EXIF rotation)."""
+    from unittest import mock
+
+    from mmpretrain.registry import DATASETS, MODELS
+
+    from tools.dataset_converters.make_token_labels import make_token_labels
+    load = dict(type='LoadImageFromFile', imdecode_backend='pillow',
+                color_type='color_ignore_orientation')
+    opts = dict(_teacher_options(digits_root), **{'train_dataloader.dataset.pipeline.0': load})
+    cfg = Config.fromfile(DEMO_CONFIG)
+    cfg.merge_from_dict(opts)
+    cfg.model.setdefault('data_preprocessor', cfg.data_preprocessor)
+    ckpt = str(tmp_path / 'teacher.pth')
+    torch.save({'state_dict': MODELS.build(cfg.model).state_dict()}, ckpt)
+
+    class Built(Exception):
+        pass
+
+    with mock.patch.object(DATASETS, 'build', side_effect=Built) as build, \
+            pytest.raises(Built):
+        make_token_labels(DEMO_CONFIG, ckpt, str(tmp_path / 'maps'), img_size=32,
+                          cfg_options=opts)
+    assert build.call_args.args[0].pipeline[0] == load

@@ -17,7 +17,10 @@ _base_ = [
 # passes on GPUs (the same math; eager on CPU, with one log line): one H100, bf16, batch 128,
 # ViT-B/16 HAT step 635 -> 930 img/s (1.48x the official-style step); the first iteration
 # compiles for about a minute. Off: --cfg-options model.compile=None.
-model = dict(backbone=dict(drop_path_rate=0.1), train_cfg=None,
+# Initialisation as the official code's timm 0.4 VisionTransformer (not mmpretrain's Xavier
+# MLP layers, zero class token and zero head; hat_mm/models/timm_vit_init.py).
+model = dict(backbone=dict(type='TimmInitVisionTransformer', drop_path_rate=0.1),
+             head=dict(init_cfg={{_base_.timm_vit_head_init}}), train_cfg=None,
              compile=dict(devices=['cuda']))
 
 # Official: the mean/std of timm's default config of vit_*_patch16_224, 0.5 / 0.5 on [0, 1]
@@ -31,7 +34,7 @@ data_preprocessor = dict(type='EraseAfterMixDataPreprocessor', mean=[127.5, 127.
                          std=[127.5, 127.5, 127.5], mixup_alpha=0.8, cutmix_alpha=1.0,
                          mix_prob=1.0, switch_prob=0.5, erasing={{_base_.official_erasing}})
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    {{_base_.official_image_loading}},  # PIL's decode, as the official loader
     dict(type='RandomInterpolationResizedCrop', scale=224, backend='pillow',
          interpolation={{_base_.train_interpolation}}),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),

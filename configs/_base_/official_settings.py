@@ -24,10 +24,19 @@ official_data_preprocessor = dict(type='EraseAfterMixDataPreprocessor', mixup_al
 # RandAugment's geometric operations (hat_mm/datasets/transforms/random_interpolation.py).
 train_interpolation = 'random'
 
+# Image decoding as the official loaders (timm's ImageDataset, tlt's token-label dataset):
+# PIL.Image.open(path).convert('RGB'), which ignores a JPEG's EXIF orientation tag. mmcv's
+# default (OpenCV, IMREAD_COLOR) turns such an image upright, so its crop, its pixels and its
+# token-label map would not be the official ones; OpenCV also converts CMYK JPEGs (a few in
+# ImageNet) one level off PIL on most pixels. Pillow without the orientation is PIL's
+# decode, pixel for pixel, in BGR order (tests/test_configs.py).
+official_image_loading = dict(type='LoadImageFromFile', imdecode_backend='pillow',
+                              color_type='color_ignore_orientation')
+
 # mmpretrain's Swin/DeiT recipe pipeline (timm's rand-m9-mstd0.5-inc1, ImageNet-mean fill)
 # without its RandomErasing, with the official random interpolation.
 imagenet_train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(official_image_loading),
     dict(type='RandomInterpolationResizedCrop', scale=224, backend='pillow',
          interpolation=train_interpolation),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
@@ -51,12 +60,19 @@ official_collate = dict(type='default_collate')
 # ViT, DeiT-distilled): resize the short side to floor(224 / 0.9) = 248 (bicubic), centre crop
 # 224 (mmpretrain's recipes resize to 256). VOLO's crop_pct differs: its configs set their own.
 imagenet_test_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(official_image_loading),
     dict(type='ResizeEdge', scale=248, edge='short', backend='pillow',
          interpolation='bicubic'),
     dict(type='CenterCrop', crop_size=224),
     dict(type='PackInputs'),
 ]
+
+# The ViT / DeiT heads as the official code's timm 0.4 VisionTransformer initialises them
+# (self.apply(_init_vit_weights) without module names: every Linear, the heads included,
+# N(0, 0.02) truncated to [-2, 2], zero bias); mmpretrain's ViT heads start at zero. Their
+# backbones: TimmInitVisionTransformer / TimmInitDistilledVisionTransformer
+# (hat_mm/models/timm_vit_init.py).
+timm_vit_head_init = dict(type='TruncNormal', layer='Linear', std=0.02, bias=0.)
 
 # train.py and train_kd.py set torch.backends.cudnn.benchmark = True (mmpretrain's runtime:
 # False): it picks the fastest convolution algorithms for the fixed input size (the patch

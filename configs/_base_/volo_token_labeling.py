@@ -83,7 +83,7 @@ train_augments = dict(type='Compose', transforms=[
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
 ])
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    {{_base_.official_image_loading}},  # PIL's decode, as the official loader
     dict(type='LoadTokenLabel', label_root=token_label_root),
     token_label_randaugment,
     dict(type='TokenLabelRandomResizedCrop', scale=img_size, backend='pillow',
@@ -96,7 +96,7 @@ train_pipeline = [
 # resize the short side to floor(img_size / crop_pct), centre crop img_size (padded with
 # black when crop_pct > 1, as torchvision's CenterCrop does). D1 at 224: 233.
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
+    {{_base_.official_image_loading}},  # PIL's decode, as the official loader
     dict(type='ResizeEdge', scale=233, edge='short', backend='pillow',
          interpolation='bicubic'),
     dict(type='PaddedCenterCrop', crop_size=img_size),

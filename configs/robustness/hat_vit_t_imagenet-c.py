@@ -18,7 +18,7 @@ _base_ = ['../hat_vit_t.py']
 
 data_root = 'data/imagenet-c'
 imagenet_c_pipeline = [
-    dict(type='LoadImageFromFile'),
+    {{_base_.official_image_loading}},  # PIL's decode, as the official loader
     dict(type='CenterCrop', crop_size=224),
     dict(type='PackInputs'),  # ImageNetC adds 'corruption' and 'severity' to meta_keys
 ]

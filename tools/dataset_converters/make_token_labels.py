@@ -22,8 +22,9 @@ refer to.
 
 The images are the ``--split`` dataset of ``--data-config`` (default: the teacher config's
 ``train_dataloader.dataset``; ``--cfg-options`` edits the teacher config, e.g.
-``train_dataloader.dataset.data_root=...``); the image normalisation is the teacher model's
-data preprocessor.
+``train_dataloader.dataset.data_root=...``), decoded by that dataset's ``LoadImageFromFile``
+step (the paper configs: PIL's decode without EXIF rotation, as training); the image
+normalisation is the teacher model's data preprocessor.
 """
 import argparse
 import os
@@ -149,8 +150,12 @@ def make_token_labels(teacher_config: str, checkpoint: str, out_dir: str,
 
     loader_cfg = data_cfg.get(f'{split}_dataloader') or data_cfg.train_dataloader
     ds_cfg = loader_cfg.dataset.copy()
+    # the data config's own image decoding (the paper configs: PIL's, without EXIF rotation),
+    # so that each map covers the image exactly as training loads it
+    load = next((step for step in ds_cfg.get('pipeline', [])
+                 if step.get('type') == 'LoadImageFromFile'), dict(type='LoadImageFromFile'))
     ds_cfg.pipeline = [
-        dict(type='LoadImageFromFile'),
+        load,
         dict(type='Resize', scale=(img_size, img_size), backend='pillow',
              interpolation='bicubic'),
         dict(type='PackInputs'),
