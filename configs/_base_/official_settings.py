@@ -50,10 +50,10 @@ imagenet_train_pipeline = [
 # one uint8 tensor. mmengine's default collate (pseudo_collate) hands over a list of images:
 # the training process then receives and unpickles them one by one, and the data
 # preprocessor copies them to the GPU and normalises them one by one. The same pixels either
-# way (tests/test_configs.py); the loading process's own time per batch of 128 Swin-T training
-# images when the workers are ahead, 2 CPU cores (train_throughput.py --loader-only): 36-47 ms
-# with pseudo_collate, 4-14 ms with default_collate. Training batches only: every training
-# crop has the same size, evaluation images need not.
+# way (tests/test_fast_paths.py); the loading process's own time per batch of 128 Swin-T
+# training images when the workers are ahead, 2 idle CPU cores (train_throughput.py
+# --loader-only, twice each): 24-31 ms with pseudo_collate, 4-8 ms with default_collate.
+# Training batches only: every training crop has the same size, evaluation images need not.
 official_collate = dict(type='default_collate')
 
 # Evaluation as the official validate.py for the 224 models whose timm crop_pct is 0.9 (Swin,
