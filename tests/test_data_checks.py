@@ -76,12 +76,19 @@ def test_top_level_option_typo_is_refused_and_an_unread_variable_warned():
         check_cfg_options(cfg, {'hatt.adv_iters': 2})
     with pytest.raises(ValueError, match="did you mean 'train_dataloader'"):
         check_cfg_options(cfg, {'train_dataloder.batch_size': 2})
-    # read keys pass silently, whether the file has them or not
+    # a misspelt file variable is not "corrected" into another key that changes nothing
+    with pytest.warns(UserWarning, match="'train_pipline' is not a key of this config"):
+        check_cfg_options(cfg, {'train_pipline.1.scale': 2})
+    # read keys pass silently, whether the file has them or not (mmengine's runner reads the
+    # DDP / SyncBN / checkpointing switches at the top level)
     with warnings.catch_warnings():
         warnings.simplefilter('error')
         check_cfg_options(cfg, {'hat.adv_iters': 2, 'train_dataloader.batch_size': 2,
                                 'model_wrapper_cfg.find_unused_parameters': True,
-                                'skip_unreadable_images': 0.1, 'compile': True})
+                                'skip_unreadable_images': 0.1, 'compile': True,
+                                'find_unused_parameters': True, 'sync_bn': 'torch',
+                                'activation_checkpointing': ['backbone'],
+                                'efficient_conv_bn_eval': ['backbone']})
     # a variable of the file (already substituted), or a key nothing reads: a warning
     variable = next(k for k in cfg if k not in READ_TOP_LEVEL_KEYS and k != 'data_root')
     with pytest.warns(UserWarning, match=f"'{variable}' is a variable of the config file"):

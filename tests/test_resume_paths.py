@@ -122,3 +122,95 @@ def test_resuming_a_finished_run_says_nothing_is_left_to_train(
             'train_cfg.max_epochs=1: nothing is left to train (raise train_cfg.max_epochs to '
             'train on)') in res.stdout
     assert 'Epoch(train)' not in res.stdout
+
+
+# -- the same checks on a runner that is not HATRunner (tools/train.py calls them before the
+# -- train loop is built), and on models without a backbone --------------------------------
+class _Logs:
+    def __init__(self):
+        self.lines = []
+
+    def warning(self, msg):
+        self.lines.append(msg)
+
+    info = warning
+
+
+def _stub_runner(work_dir, model, load_from=None, resume=False, out_dir=None, max_epochs=2):
+    from types import SimpleNamespace
+
+    from mmengine.config import Config
+    cfg = Config(dict(default_hooks=dict(checkpoint=dict(type='CheckpointHook',
+                                                         out_dir=out_dir))))
+    return SimpleNamespace(
+        _has_loaded=False, _resume=resume, _load_from=load_from, work_dir=str(work_dir),
+        logger=_Logs(), cfg=cfg, model=model, optim_wrapper=None,
+        _train_loop=dict(type='EpochBasedTrainLoop', max_epochs=max_epochs))  # not built yet
+
+
+def _save(path, model, epoch=1, key='state_dict'):
+    import torch
+    torch.save({key: model.state_dict(), 'meta': dict(epoch=epoch)}, path)
+    return str(path)
+
+
+def test_unbuilt_train_loop_still_gets_the_earlier_run_and_finished_run_warnings(tmp_path):
+    import torch
+
+    from hat_mm.engine import prepare_resume
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    ckpt = _save(tmp_path / 'epoch_3.pth', model, epoch=3)
+    (tmp_path / 'last_checkpoint').write_text(ckpt)
+    runner = _stub_runner(tmp_path, model)
+    prepare_resume(runner, training=True)  # a new run into that work dir
+    assert any('holds the checkpoints of an earlier run' in m for m in runner.logger.lines)
+    runner = _stub_runner(tmp_path, model)
+    prepare_resume(runner)  # tools/test.py's runner: not training, no warning
+    assert runner.logger.lines == []
+    runner = _stub_runner(tmp_path, model, resume=True)
+    prepare_resume(runner, training=True)
+    assert any('ends at epoch 3 and this config trains to train_cfg.max_epochs=2: nothing is '
+               'left to train' in m for m in runner.logger.lines)
+
+
+def test_load_from_fit_is_measured_on_models_without_a_backbone(tmp_path):
+    """VOLO's classifier keeps its weights under ``model.``: another architecture is refused
+    there too; a checkpoint that keeps its weights under 'model' is read as mmengine reads it
+    ('state_dict' or the top level), which finds none: refused, where mmengine would load
+    nothing."""
+    import torch
+
+    from hat_mm.engine.resume import check_load_from
+    from hat_mm.utils import CheckpointError
+    model = torch.nn.ModuleDict(dict(model=torch.nn.Linear(8, 8)))
+    other = torch.nn.ModuleDict(dict(model=torch.nn.Linear(3, 3)))
+    with pytest.raises(CheckpointError, match='0% of the backbone'):
+        check_load_from(_stub_runner(tmp_path, model), _save(tmp_path / 'o.pth', other))
+    with pytest.raises(CheckpointError, match=r"holds no state dict \(looked for "
+                                              r"\['state_dict'\]; found model, meta\)"):
+        check_load_from(_stub_runner(tmp_path, model),
+                        _save(tmp_path / 'm.pth', model, key='model'))
+    check_load_from(_stub_runner(tmp_path, model), _save(tmp_path / 's.pth', model))
+
+
+def test_latest_checkpoint_through_a_symlink_or_in_out_dir_is_taken_as_it_is(tmp_path):
+    import torch
+
+    from hat_mm.engine.resume import latest_checkpoint_in
+    model = torch.nn.Linear(2, 2)
+    real = tmp_path / 'real'
+    real.mkdir()
+    (tmp_path / 'link').symlink_to(real)
+    ckpt = _save(real / 'epoch_1.pth', model)
+    (real / 'last_checkpoint').write_text(ckpt)
+    logs = _Logs()
+    assert latest_checkpoint_in(str(tmp_path / 'link'), logs) == ckpt and logs.lines == []
+    # default_hooks.checkpoint.out_dir: saved outside the work dir by design
+    work, out = tmp_path / 'work', tmp_path / 'out' / 'work'
+    work.mkdir()
+    out.mkdir(parents=True)
+    elsewhere = _save(out / 'epoch_1.pth', model)
+    (work / 'last_checkpoint').write_text(elsewhere)
+    (work / 'epoch_1.pth').write_bytes(b'stale')
+    assert latest_checkpoint_in(str(work), logs, str(tmp_path / 'out')) == elsewhere
+    assert logs.lines == []

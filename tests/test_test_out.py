@@ -32,3 +32,22 @@ def test_out_that_is_a_folder_is_refused_before_testing(digits_root, tmp_path):
                     *small_run_options(digits_root, val_images=16)])
     assert res.returncode != 0
     assert f'--out {tmp_path} is a folder; give the path of a JSON file' in res.stdout
+
+
+def test_out_ending_in_a_slash_or_under_a_file_is_refused_before_testing(tmp_path):
+    from tools.test import main
+    ckpt = str(tmp_path / 'x.pth')
+    new_folder = str(tmp_path / 'results') + '/'
+    try:
+        main([DEMO_CONFIG, ckpt, '--out', new_folder])
+    except SystemExit as err:
+        assert 'is a folder; give the path of a JSON file' in str(err)
+    else:
+        raise AssertionError('an --out ending in / was accepted')
+    (tmp_path / 'afile').write_text('x')
+    try:
+        main([DEMO_CONFIG, ckpt, '--out', str(tmp_path / 'afile' / 'm.json')])
+    except SystemExit as err:
+        assert 'its folder cannot be made' in str(err)
+    else:
+        raise AssertionError('an --out under a file was accepted')

@@ -46,10 +46,14 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     if args.out:  # checked and its folder made now, not after the evaluation
-        if osp.isdir(args.out):
+        if osp.isdir(args.out) or args.out.endswith(('/', os.sep)):
             raise SystemExit(f'--out {args.out} is a folder; give the path of a JSON file, '
                              f'e.g. --out {osp.join(args.out, "metrics.json")}')
-        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
+        try:
+            os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
+        except OSError as err:
+            raise SystemExit(f'--out {args.out}: its folder cannot be made ({err}); give '
+                             'another path') from err
     import hat_mm  # noqa: F401
     from hat_mm.datasets import check_annotation_files
     from hat_mm.utils import (check_checkpoint_file, check_dataset_paths, check_evaluator_files,

@@ -84,7 +84,7 @@ def main(argv=None):
     else:
         runner = Runner.from_cfg(cfg)
     if not isinstance(runner, HATRunner):  # HATRunner checks it itself
-        prepare_resume(runner)  # the checkpoint found (or none), checked against the model
+        prepare_resume(runner, training=True)  # the checkpoint found (or none), checked
     with watch_ranks(timeout):  # a lost rank is named when a collective fails
         runner.train()
     end_process_group()  # every rank done: a clean teardown, not the interpreter's

@@ -22,7 +22,20 @@ from .merged_param_groups import merge_param_groups
 from .non_finite_hook import bare_model
 
 
-def prepare_resume(runner) -> None:
+def _training_max_epochs(runner, training: Optional[bool]):
+    """(whether ``runner`` is about to train, its ``max_epochs`` or None). The loop is built
+    when ``HATRunner`` calls this (in ``train()``); tools/train.py calls it for other runners
+    before, with ``training=True``, when the loop is still its config."""
+    loop = getattr(runner, '_train_loop', None)
+    if isinstance(loop, BaseLoop):
+        epochs = loop.max_epochs if isinstance(loop, EpochBasedTrainLoop) else None
+        return True if training is None else training, epochs
+    epochs = loop.get('max_epochs') if isinstance(loop, dict) and loop.get(
+        'by_epoch', loop.get('type') in (None, 'EpochBasedTrainLoop')) else None
+    return bool(training), epochs
+
+
+def prepare_resume(runner, training: Optional[bool] = None) -> None:
     """Resolve and check the checkpoint that ``runner`` resumes from (or loads).
 
     Auto-resume (``resume=True`` without ``load_from``) takes the work dir's latest
@@ -40,8 +53,7 @@ def prepare_resume(runner) -> None:
             check_load_from(runner, runner._load_from)
         earlier = osp.isfile(osp.join(runner.work_dir, 'last_checkpoint')) and \
             find_latest_checkpoint(runner.work_dir)
-        training = isinstance(getattr(runner, '_train_loop', None), BaseLoop)  # not testing
-        if earlier and training:
+        if earlier and _training_max_epochs(runner, training)[0]:  # not when testing
             runner.logger.warning(
                 f'{runner.work_dir} holds the checkpoints of an earlier run (last: {earlier}); '
                 'this run starts from epoch 0 without them and its checkpoints replace those '
@@ -49,7 +61,8 @@ def prepare_resume(runner) -> None:
         return
     path = runner._load_from
     if path is None:
-        path = latest_checkpoint_in(runner.work_dir, runner.logger)
+        hook = (runner.cfg.get('default_hooks') or {}).get('checkpoint') or {}
+        path = latest_checkpoint_in(runner.work_dir, runner.logger, hook.get('out_dir'))
         if not path:
             start = runner.cfg.get('auto_resume_load_from')  # set by tools/train.py
             runner.logger.warning(
@@ -73,12 +86,11 @@ def prepare_resume(runner) -> None:
             'loaded.')
     _allow_a_new_loss_scale(runner, checkpoint, path)
     epoch = (checkpoint.get('meta') or {}).get('epoch') if isinstance(checkpoint, dict) else None
-    loop = getattr(runner, '_train_loop', None)
-    if isinstance(loop, EpochBasedTrainLoop) and isinstance(epoch, int) and \
-            epoch >= loop.max_epochs:
+    max_epochs = _training_max_epochs(runner, training)[1]
+    if isinstance(epoch, int) and isinstance(max_epochs, int) and epoch >= max_epochs:
         runner.logger.warning(
             f'--resume: {path} ends at epoch {epoch} and this config trains to '
-            f'train_cfg.max_epochs={loop.max_epochs}: nothing is left to train (raise '
+            f'train_cfg.max_epochs={max_epochs}: nothing is left to train (raise '
             'train_cfg.max_epochs to train on)')
     check_optimizer_groups(getattr(runner.optim_wrapper, 'optimizer', None),
                            checkpoint.get('optimizer') if isinstance(checkpoint, dict) else None,
@@ -91,14 +103,17 @@ def check_load_from(runner, path: str) -> None:
     checkpoint that fits less than half of the backbone's values (another architecture, whose
     few matches are coincidences of width) is refused."""
     what = 'load_from checkpoint'
-    state = state_dict_of(load_checkpoint_file(path, what), f'{what} {path}')
+    # mmengine's load_from reads 'state_dict', or else the top level: the same here
+    state = state_dict_of(load_checkpoint_file(path, what), f'{what} {path}', ('state_dict', ))
     model_state = bare_model(runner).state_dict()
     result = compare_state_dicts(model_state, state)
     mismatch = describe_mismatch(result)
     if not mismatch:
         return
     unfit = set(result['missing']) | {s.split(':')[0] for s in result['shape']}
-    sizes = {k: v.numel() for k, v in model_state.items() if k.startswith('backbone.')}
+    # the backbone's values; a model without a backbone (VOLO's timm model) by all of them
+    sizes = {k: v.numel() for k, v in model_state.items() if k.startswith('backbone.')} or {
+        k: v.numel() for k, v in model_state.items()}
     fit = sum(n for k, n in sizes.items() if k not in unfit) / max(sum(sizes.values()), 1)
     if sizes and fit < 0.5:
         raise CheckpointError(
@@ -112,19 +127,24 @@ def check_load_from(runner, path: str) -> None:
         'tables of ViT and VOLO): mmengine loads load_from non-strictly.')
 
 
-def latest_checkpoint_in(work_dir: str, logger) -> Optional[str]:
+def latest_checkpoint_in(work_dir: str, logger, out_dir: Optional[str] = None
+                         ) -> Optional[str]:
     """The checkpoint that ``work_dir/last_checkpoint`` names (None without that file).
 
     The file holds the path the run saved to. A work dir moved or copied since names a
     checkpoint elsewhere (another run's, or none); the file of the same name in ``work_dir``
     is taken instead, and a name that exists nowhere is refused with the work dir's
-    checkpoints listed.
+    checkpoints listed. Checkpoints under ``out_dir`` (``default_hooks.checkpoint.out_dir``)
+    are outside the work dir by design and taken as they are.
     """
     if not osp.isfile(osp.join(work_dir, 'last_checkpoint')):
         return None
     path = find_latest_checkpoint(work_dir)
-    if not path or osp.dirname(osp.abspath(path)) == osp.abspath(work_dir):
+    if not path or osp.realpath(osp.dirname(path)) == osp.realpath(work_dir):
         return path
+    if out_dir and osp.isfile(path) and osp.realpath(path).startswith(
+            osp.realpath(out_dir) + os.sep):
+        return path  # default_hooks.checkpoint.out_dir: saved elsewhere by design
     where = f'--resume: {osp.join(work_dir, "last_checkpoint")} names {path}'
     local = osp.join(work_dir, osp.basename(path))
     if osp.isfile(local):

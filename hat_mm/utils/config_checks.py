@@ -45,8 +45,8 @@ def dataset_configs(cfg, prefix: str) -> Iterator[Tuple[str, dict]]:
 
 def check_dataset_paths(cfg, dataloader_keys: Iterable[str]) -> None:
     """Fail early when a dataloader's ``data_root`` or ``ann_file`` does not exist (every
-    missing ``data_root`` of ``dataloader_keys`` in one message)."""
-    missing = []
+    missing ``data_root`` of ``dataloader_keys`` in one message, before any ``ann_file``)."""
+    missing, no_ann = [], None
     for key in dataloader_keys:
         loader = cfg.get(key)
         if not loader or 'dataset' not in loader:
@@ -61,11 +61,10 @@ def check_dataset_paths(cfg, dataloader_keys: Iterable[str]) -> None:
             ann = ds.get('ann_file') or ''
             if ann and '://' not in str(ann):
                 path = ann if osp.isabs(ann) else osp.join(root, ann)
-                if not osp.isfile(path):
-                    raise FileNotFoundError(
-                        f"{where}.ann_file='{ann}' does not exist (looked for {path}). Create "
-                        f'it or set --cfg-options {where}.ann_file=... (an empty ann_file '
-                        'makes mmpretrain scan class folders).')
+                if not osp.isfile(path) and not no_ann:
+                    no_ann = (f"{where}.ann_file='{ann}' does not exist (looked for {path}). "
+                              f'Create it or set --cfg-options {where}.ann_file=... (an '
+                              'empty ann_file makes mmpretrain scan class folders).')
     if missing:
         where, root, kind = missing[0]
         layout, small = dataset_layout(kind)
@@ -75,6 +74,8 @@ def check_dataset_paths(cfg, dataloader_keys: Iterable[str]) -> None:
             f"{where}.data_root='{root}' does not exist (looked in {osp.abspath(root)}){also}. "
             f'Put the dataset there ({layout}) or point the config at it: --cfg-options '
             f'{line}. Small data of this kind for a smoke run: {small}')
+    if no_ann:
+        raise FileNotFoundError(no_ann)
 
 
 def _evaluator_ann_files(cfg, key: str) -> Iterator[Tuple[str, str]]:
@@ -106,11 +107,13 @@ def _rebase(path: str, old_root: str, new_root: str) -> Optional[str]:
     return None
 
 
-# Top-level keys that mmengine's Runner (``Runner.from_cfg``, ``wrap_model``), hat-mm
-# (``HATRunner``, tools/train.py, tools/test.py) or the OpenMMLab test tools (``--tta``) read.
+# Top-level keys that mmengine's Runner (``Runner.from_cfg``, ``wrap_model``, ``train``;
+# FlexibleRunner's ``strategy``), hat-mm (``HATRunner``, tools/train.py, tools/test.py) or the
+# OpenMMLab test tools (``--tta``) read.
 READ_TOP_LEVEL_KEYS = frozenset(inspect.signature(Runner.__init__).parameters) - {'self'} | {
-    'compile', 'model_wrapper_cfg', 'runner_type', 'custom_imports', 'hat',
-    'skip_unreadable_images', 'tta_model', 'tta_pipeline'}
+    'compile', 'model_wrapper_cfg', 'find_unused_parameters', 'sync_bn',
+    'activation_checkpointing', 'efficient_conv_bn_eval', 'strategy', 'runner_type',
+    'custom_imports', 'hat', 'skip_unreadable_images', 'tta_model', 'tta_pipeline'}
 
 
 def check_top_level_options(cfg, options: dict) -> None:
@@ -118,13 +121,13 @@ def check_top_level_options(cfg, options: dict) -> None:
     (``hatt.adv_iters=2``) is refused with the key meant; a variable of the config file
     (``img_size=384``, substituted into the settings that use it when the file was read) or
     a key of your own is let through with a warning that it changes no setting of ours."""
-    known = READ_TOP_LEVEL_KEYS | set(cfg.keys())
     for option in options or {}:
         top = option.split('.')[0]
         if top in READ_TOP_LEVEL_KEYS or top == 'data_root':  # data_root: check_cfg_options
             continue
-        if top not in cfg:
-            close = difflib.get_close_matches(top, sorted(known), n=1, cutoff=0.75)
+        if top not in cfg:  # the keys meant: those read (a file variable would change nothing)
+            close = difflib.get_close_matches(top, sorted(READ_TOP_LEVEL_KEYS), n=1,
+                                              cutoff=0.85)
             if close:
                 raise ValueError(
                     f'--cfg-options {option}=...: the config has no top-level key {top!r}; '

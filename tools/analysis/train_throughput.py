@@ -183,6 +183,8 @@ def measure_loader(args, workers):
         args.data, args.iters * args.batch_size, args.batch_size, workers=workers),
         *args.cfg_options]).o)
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
+    # workers that end with their iterator: none left prefetching into the next measurement
+    cfg.train_dataloader.persistent_workers = False
     loader = Runner.build_dataloader(cfg.train_dataloader, seed=0)
     batches = iter(loader)
     # The first batch of each worker is made while all of them start up: not timed.
