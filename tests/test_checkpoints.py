@@ -198,3 +198,25 @@ def test_missing_downstream_checkpoint_names_the_pretraining_config_of_its_size(
     assert f'bash tools/dist_train.sh configs/hat_swin_{size}.py 8' in str(err.value)
     others = {'t', 's', 'b'} - {size}
     assert not any(f'configs/hat_swin_{o}.py' in str(err.value) for o in others)
+
+
+def test_mapped_load_for_shape_checks_gives_the_same_checkpoint(tmp_path):
+    """``load_checkpoint_file(mmap=True)`` (the resume, load_from and pretrained-key checks):
+    the same content as the plain load, for a zip checkpoint with mmengine's message hub and
+    for a legacy-format one (which cannot be mapped)."""
+    from mmengine.logging import HistoryBuffer
+
+    from hat_mm.utils import load_checkpoint_file
+    state = {'w': torch.randn(3, 4), 'b': torch.arange(5)}
+    buffer = HistoryBuffer()
+    buffer.update(1.5)
+    for name, legacy in (('zip.pth', False), ('legacy.pth', True)):
+        path = str(tmp_path / name)
+        torch.save({'state_dict': state, 'meta': {'epoch': 2}, 'hub': buffer}, path,
+                   _use_new_zipfile_serialization=not legacy)
+        plain, mapped = load_checkpoint_file(path), load_checkpoint_file(path, mmap=True)
+        assert mapped['meta'] == plain['meta'] == {'epoch': 2}
+        assert mapped['hub'].current() == 1.5
+        for k, v in state.items():
+            assert torch.equal(mapped['state_dict'][k], v)
+            assert torch.equal(plain['state_dict'][k], v)

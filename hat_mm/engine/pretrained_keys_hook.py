@@ -31,7 +31,8 @@ def compare_with_checkpoint(module: torch.nn.Module, checkpoint: str, prefix: st
     starting with one of ``allow_missing`` may be absent from the checkpoint.
     """
     what = 'pretrained checkpoint'
-    state = state_dict_of(load_checkpoint_file(checkpoint, what), f'{what} {checkpoint}')
+    state = state_dict_of(load_checkpoint_file(checkpoint, what, mmap=True),
+                          f'{what} {checkpoint}')
     if prefix:
         state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
         if not state:

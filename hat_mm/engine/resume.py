@@ -75,7 +75,7 @@ def prepare_resume(runner, training: Optional[bool] = None) -> None:
             return
         runner.logger.info(f'--resume: the latest checkpoint of {runner.work_dir} is {path}')
         runner._load_from = path
-    checkpoint = load_checkpoint_file(path, 'resume checkpoint')
+    checkpoint = load_checkpoint_file(path, 'resume checkpoint', mmap=True)  # shapes only
     state = state_dict_of(checkpoint, f'resume checkpoint {path}')
     mismatch = describe_mismatch(compare_state_dicts(bare_model(runner).state_dict(), state))
     if mismatch:
@@ -104,7 +104,8 @@ def check_load_from(runner, path: str) -> None:
     few matches are coincidences of width) is refused."""
     what = 'load_from checkpoint'
     # mmengine's load_from reads 'state_dict', or else the top level: the same here
-    state = state_dict_of(load_checkpoint_file(path, what), f'{what} {path}', ('state_dict', ))
+    state = state_dict_of(load_checkpoint_file(path, what, mmap=True), f'{what} {path}',
+                          ('state_dict', ))
     model_state = bare_model(runner).state_dict()
     result = compare_state_dicts(model_state, state)
     mismatch = describe_mismatch(result)

@@ -105,18 +105,24 @@ def _refusal(error: Exception) -> str:
 
 
 def load_checkpoint_file(path: str, what: str = 'checkpoint', allow: Sequence = (),
-                         map_location='cpu'):
+                         map_location='cpu', mmap: bool = False):
     """Check ``path`` and load it weights-only with mmengine's ``CheckpointLoader``.
 
     Args:
         allow: extra classes allowed in this file only (``argparse.Namespace`` for timm's
             training checkpoints); nothing is added to the global allow-list.
+        mmap: for checks that read keys and shapes only: a local zip checkpoint is mapped
+            (``torch.load(mmap=True)``), so its tensors are not read into memory (every rank
+            of a distributed run checks the file before mmengine loads it).
     """
     from mmengine.runner.checkpoint import CheckpointLoader
     check_checkpoint_file(path, what)
     context = torch.serialization.safe_globals(list(allow)) if allow else nullcontext()
     try:
         with context:
+            if mmap and '://' not in str(path) and zipfile.is_zipfile(path):
+                return torch.load(path, map_location=map_location, weights_only=True,
+                                  mmap=True)
             return CheckpointLoader.load_checkpoint(path, map_location=map_location)
     except pickle.UnpicklingError as e:
         raise CheckpointError(
