@@ -89,6 +89,8 @@ def test_benchmark_tables_collect_the_runs(tmp_path):
 
 def test_benchmark_tables_go_on_past_a_failed_run_and_stop_when_told(
         tmp_path, monkeypatch, capsys):
+    import json
+
     from tools.analysis import benchmark_tables
     monkeypatch.setattr(benchmark_tables, 'variants_for', lambda config: {
         'eager': [], 'broken': ['--cfg-options', 'model.no_such_option=1'],
@@ -122,6 +124,21 @@ def test_benchmark_tables_go_on_past_a_failed_run_and_stop_when_told(
     again, ok = benchmark_tables.main(common + ['--out-dir', str(tmp_path / 'a'),
                                                 '--tabulate-only'])
     assert ok and again == text
+
+    # a run of another variant tables the earlier runs in the folder with its own
+    text, ok = benchmark_tables.main(common + ['--out-dir', str(tmp_path / 'a'),
+                                               '--variants', 'broken'])
+    rows = {r.split(' | ')[0]: r.split(' | ')[1] for r in text.splitlines()
+            if r.startswith('| hat-mm')}
+    assert not ok and float(rows['| hat-mm HAT (channels-last)']) > 0
+    assert rows['| hat-mm HAT (broken)'].startswith('failed (exit 1)')
+    # ... and says so where an earlier run had other settings than the baseline
+    earlier = tmp_path / 'a' / 'hat_vit_digits_channels-last.json'
+    earlier.write_text(json.dumps(dict(json.loads(earlier.read_text()), amp='fp16')))
+    text, ok = benchmark_tables.main(common + ['--out-dir', str(tmp_path / 'a'),
+                                               '--tabulate-only'])
+    assert ('| hat-mm HAT (channels-last) | other settings than the baseline: measure it '
+            'again |') in text
 
 
 def test_profile_counts_host_syncs_and_ranks_operators(tmp_path):

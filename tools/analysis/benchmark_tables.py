@@ -24,7 +24,10 @@ interrupted job keeps what it measured. A run that fails
 is a row saying so (the others go on; the exit status is then 1). ``--stop-after SECONDS``
 starts no run after that many seconds (for a time-limited job): the rows not run say so.
 ``--tabulate-only`` runs nothing and makes the tables of the configs from the JSON already in
-``--out-dir`` (runs made piecewise, e.g. one variant at a time, in one folder).
+``--out-dir``. Runs can be made piecewise in one folder (one variant at a time, as
+``gpu_measurements.py`` does): with ``--variants``, the variants not listed whose JSON is
+already in ``--out-dir`` are tabled as they are, and a JSON of other settings than the
+baseline's (GPU, amp, batch or image size) is a row saying so.
 """
 import argparse
 import json
@@ -149,8 +152,12 @@ def table(config, reports):
         if step in first['steps']:
             row({'plain': 'plain step', 'official': 'official-style HAT'}[step],
                 first['steps'][step])
+    setting = ('device_name', 'amp', 'batch_size', 'img_size')
     for name, report in reports.items():
-        if 'hat-mm' in report.get('steps', {}):
+        if 'steps' in report and any(report.get(k) != first.get(k) for k in setting):
+            lines.append(f'| hat-mm HAT ({name}) | other settings than the baseline: '
+                         'measure it again | | | | |')  # a stale JSON in --out-dir
+        elif 'hat-mm' in report.get('steps', {}):
             row(f'hat-mm HAT ({name})', report['steps']['hat-mm'])
         elif 'failed' in report:
             lines.append(f"| hat-mm HAT ({name}) | {report['failed']} | | | | |")
@@ -199,9 +206,8 @@ def main(argv=None):
         for name, extra in variants[config].items():
             out = osp.join(args.out_dir,
                            f"{osp.splitext(osp.basename(config))[0]}_{name}.json")
-            earlier_baseline = (name == 'eager' and wanted is not None
-                                and 'eager' not in wanted and osp.isfile(out))
-            if args.tabulate_only or earlier_baseline:
+            earlier_run = wanted is not None and name not in wanted and osp.isfile(out)
+            if args.tabulate_only or earlier_run:  # tabled, not run again
                 if osp.isfile(out):
                     with open(out) as f:
                         reports[name] = json.load(f)
