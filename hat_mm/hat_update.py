@@ -194,7 +194,7 @@ def hat_backward(forward: Callable[[Tensor], Tensor],
                 loss = (w_ce * ce + w_kl * kl) / (K - 1)
             backward(loss, last)
         if need_delta_grad:
-            grad = torch.nan_to_num(delta.grad, nan=0.0)  # fp16 overflow: step is skipped
+            grad = torch.nan_to_num(delta.grad, nan=0.0)  # torch.sign(NaN) = 0, kept explicit
             delta = (delta.detach() + alpha * grad.sign()).clamp_(-eps, eps)
             deltas.append(delta)
         total = total + loss.detach().float()

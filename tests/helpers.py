@@ -38,16 +38,17 @@ def reference_hat_loop(forward, ce, x, params, K, logits=lambda out: out, eps=EP
 
 
 def tiny_vit_classifier(hat=None, loss=None, hat_type='HATImageClassifier', compile=None,
-                        **head_kwargs):
-    """A 2-layer ViT on 16x16 inputs, drop-path and dropout 0 (deterministic forward);
-    ``compile``: the HAT classifier's ``compile`` option."""
+                        drop_rate=0.0, drop_path_rate=0.0, **head_kwargs):
+    """A 2-layer ViT on 16x16 inputs, drop-path and dropout 0 unless given (deterministic
+    forward); ``compile``: the HAT classifier's ``compile`` option."""
     import hat_mm  # noqa: F401
     cfg = dict(
         type=hat_type,
         backbone=dict(type='VisionTransformer',
                       arch=dict(embed_dims=32, num_layers=2, num_heads=2,
                                 feedforward_channels=64),
-                      img_size=16, patch_size=4, drop_rate=0.0, drop_path_rate=0.0),
+                      img_size=16, patch_size=4, drop_rate=drop_rate,
+                      drop_path_rate=drop_path_rate),
         neck=None,
         head=dict(type='VisionTransformerClsHead', num_classes=NUM_CLASSES, in_channels=32,
                   loss=loss or dict(type='CrossEntropyLoss'), **head_kwargs),

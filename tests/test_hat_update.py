@@ -200,6 +200,79 @@ def test_symmetric_kl_matches_formula_and_is_zero_at_equality():
     assert symmetric_kl(pa, a).abs() < 1e-6
 
 
+def test_symmetric_kl_is_the_official_expression_with_its_gradient():
+    """Official train.py:823-826: both ``F.kl_div`` terms, the second with the perturbed
+    probabilities as the target (a gradient flows through it too), summed over classes,
+    averaged over the batch, halved; no temperature."""
+    torch.manual_seed(0)
+    z_clean = torch.randn(4, 7) * 3
+    z = (z_clean + torch.randn(4, 7)).requires_grad_(True)
+    official = (F.kl_div(F.log_softmax(z, dim=1), F.softmax(z_clean, dim=1),
+                         reduction='none').sum(dim=1)
+                + F.kl_div(F.log_softmax(z_clean, dim=1), F.softmax(z, dim=1),
+                           reduction='none').sum(dim=1)).mean() / 2
+    ours = symmetric_kl(F.softmax(z_clean, dim=1), z)
+    torch.testing.assert_close(ours, official)
+    torch.testing.assert_close(torch.autograd.grad(ours, z)[0],
+                               torch.autograd.grad(official, z)[0])
+
+
+def test_every_forward_draws_its_own_dropout_and_drop_path_in_train_mode():
+    """Official train.py:758,805,816-820: ``model.train()`` once, then the clean forward and
+    each of the K passes call the model afresh, in that order: every forward draws its own
+    dropout and drop-path masks, the clean one included."""
+    K = 3
+    model = tiny_vit_classifier(hat=dict(adv_iters=K), loss=LOSSES['hard'], drop_rate=0.2,
+                                drop_path_rate=0.3)
+    model.train()
+    model.set_hat_phase(True)
+    batch = random_batch()
+    ref = copy.deepcopy(model)
+    data = ref.data_preprocessor(copy.deepcopy(batch), True)
+    target = _targets(data['data_samples'], 'hard')
+    torch.manual_seed(7)
+    grads, _ = reference_hat(ref, data['inputs'], target, K, 'hard')
+    torch.manual_seed(8)
+    other, _ = reference_hat(ref, data['inputs'], target, K, 'hard')
+    assert not torch.allclose(grads[0], other[0])  # the masks really are random
+    expected = [p.detach() - 0.5 * g for p, g in zip(ref.parameters(), grads)]
+
+    torch.manual_seed(7)
+    model.train_step(batch, OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.5)))
+    for (name, p), e in zip(model.named_parameters(), expected):
+        torch.testing.assert_close(p.detach(), e, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_non_finite_input_gradient_step():
+    """An fp16 overflow in ``g_k``: official train.py:838 moves ``delta`` by
+    ``adv_lr * torch.sign(g)``, and PyTorch's ``sign`` is 0 for NaN (pytorch/pytorch#41245)
+    and +-1 for +-inf: a NaN entry does not move, an infinite one moves a full step."""
+    model = tiny_vit_classifier(hat=dict(adv_iters=2), loss=LOSSES['hard'])
+    model.train()
+    data = model.data_preprocessor(random_batch(), True)
+    x, samples = data['inputs'], data['data_samples']
+    bad = torch.tensor([float('nan'), float('inf'), -float('inf')])
+
+    class Poison(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, v):
+            return v.view_as(v)
+
+        @staticmethod
+        def backward(ctx, g):
+            g = g.clone()
+            g[0, 0, 0, :3] = bad
+            return g
+
+    _, deltas = hat_backward(lambda v: model(Poison.apply(v), mode='tensor'),
+                             lambda v: model(v, mode='tensor'),
+                             lambda z, v: model.head._get_loss(z, samples)['loss'], x,
+                             lambda loss, last: loss.backward(), model.hat, num_iters=2)
+    assert torch.isfinite(deltas[0]).all()
+    torch.testing.assert_close(deltas[0][0, 0, 0, :3], torch.tensor([0.0, ALPHA, -ALPHA]))
+    assert (deltas[0][0, 0, 0, 3:].abs() == ALPHA).all()  # the finite entries: full steps
+
+
 @pytest.mark.parametrize('field,value', [('adv_eps', -0.1), ('adv_iters', 0),
                                          ('adv_lr', 0.0), ('adv_lr', -1.0),
                                          ('adv_kl_weight', -1.0), ('adv_epochs', -1),
