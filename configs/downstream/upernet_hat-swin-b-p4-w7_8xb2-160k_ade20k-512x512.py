@@ -5,8 +5,8 @@
 #
 # The backbone is mmpretrain's SwinTransformer, the same implementation pretraining trains, so
 # the pretraining checkpoint (keys `backbone.*`, `head.*`) loads as is (prefix 'backbone.');
-# only the output norms of stages 0-2 (norm0-norm2) are new. CheckPretrainedKeysHook stops
-# before the first iteration if anything else does not match.
+# the output norms (norm0-norm3) are built fresh. CheckPretrainedKeysHook stops before the
+# first iteration if anything else does not match.
 #
 # Train (the backbone starts from `pretrained` below, the HAT run's last checkpoint; another
 # one with --cfg-options model.backbone.init_cfg.checkpoint=/path/to/checkpoint.pth):
