@@ -41,6 +41,19 @@ def test_top_level_data_root_is_refused_with_the_keys_that_work(digits_root):
     check_cfg_options(Config.fromfile(DEMO_CONFIG), suggested)  # no data_root: no check
 
 
+def test_top_level_data_root_without_one_in_the_file_says_so():
+    """Before: 'the config file's data_root (None) was already substituted'."""
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'hat_swin_t.py'))
+    assert cfg.get('data_root') is None
+    with pytest.raises(ValueError, match='would change nothing: this config has no top-level '
+                                         'data_root; its datasets name their own') as err:
+        check_cfg_options(cfg, {'data_root': '/mnt/imagenet'})
+    assert 'None' not in str(err.value)
+    assert _suggested_options(str(err.value)) == {
+        f'{split}_dataloader.dataset.data_root': '/mnt/imagenet'
+        for split in ('train', 'val', 'test')}
+
+
 def test_top_level_data_root_of_coco_names_the_evaluator_files():
     cfg = Config.fromfile(COCO_CONFIG)
     with pytest.raises(ValueError) as err:

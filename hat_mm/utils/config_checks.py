@@ -173,9 +173,11 @@ def check_cfg_options(cfg, options: dict) -> None:
     if keys and all(options.get(k) == v for k, v in keys.items()):
         return  # the keys that matter are set too; the top-level one is harmless
     line = ' '.join(f'{k}={v}' for k, v in keys.items())
+    why = (f'the config file\'s data_root ({old!r}) was already substituted into the dataset '
+           'settings when the file was read' if old is not None else
+           'this config has no top-level data_root; its datasets name their own')
     raise ValueError(
-        f'--cfg-options data_root={new} would change nothing: the config file\'s data_root '
-        f'({old!r}) was already substituted into the dataset settings when the file was read'
+        f'--cfg-options data_root={new} would change nothing: {why}'
         + (f'. Set the keys that hold it instead:\n  --cfg-options {line}' if keys else
            ', and no dataloader of this config has a data_root to set.'))
 
