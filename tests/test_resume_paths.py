@@ -275,3 +275,24 @@ def test_resume_needs_the_optimizer_and_schedule_and_says_when_the_config_lr_is_
             f"--resume: this config's learning rate (0.01) differs from that of {path} (0.1); "
             "the resumed run continues the checkpoint's optimizer state and learning-rate "
             "schedule, with 0.1: the config's value has no effect."] if warned else [])
+
+
+def test_a_damaged_latest_checkpoint_names_the_others_to_resume(tmp_path):
+    """The file last_checkpoint names is truncated: the earlier ones are named, and the one
+    to resume is the newest that holds an optimizer state (not a best_* one)."""
+    import torch
+
+    from hat_mm.engine import prepare_resume
+    from hat_mm.utils import CheckpointError
+    model = torch.nn.Linear(2, 2)
+    good = _save(tmp_path / 'epoch_1.pth', model)
+    data = open(good, 'rb').read()
+    (tmp_path / 'epoch_2.pth').write_bytes(data[:len(data) // 2])
+    _save(tmp_path / 'best_accuracy_top1_epoch_2.pth', model)
+    os.utime(good, (0, 0))
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'epoch_2.pth'))
+    with pytest.raises(CheckpointError, match=(
+            f'resume checkpoint {tmp_path}/epoch_2.pth is corrupt: .* Other checkpoints in '
+            f'{tmp_path}: best_accuracy_top1_epoch_2.pth, epoch_1.pth; resume one by its path, '
+            f'e.g. the newest: --resume {tmp_path}/epoch_1.pth')):
+        prepare_resume(_stub_runner(tmp_path, model, resume=True), training=True)

@@ -77,7 +77,17 @@ def prepare_resume(runner, training: Optional[bool] = None) -> None:
             return
         runner.logger.info(f'--resume: the latest checkpoint of {runner.work_dir} is {path}')
         runner._load_from = path
-    checkpoint = load_checkpoint_file(path, 'resume checkpoint', mmap=True)  # shapes only
+    try:
+        checkpoint = load_checkpoint_file(path, 'resume checkpoint', mmap=True)  # shapes only
+    except CheckpointError as e:  # a truncated or damaged file: name the others there
+        folder = osp.dirname(path) or '.'
+        others = [f for f in _checkpoints_in(folder) if f != osp.basename(path)] \
+            if osp.isdir(folder) else []
+        if not others:
+            raise
+        raise CheckpointError(
+            f'{e} Other checkpoints in {osp.dirname(path)}: '
+            + _resume_one_of(osp.dirname(path), others)) from None
     state = state_dict_of(checkpoint, f'resume checkpoint {path}')
     mismatch = describe_mismatch(compare_state_dicts(bare_model(runner).state_dict(), state))
     if mismatch:
@@ -183,12 +193,22 @@ def latest_checkpoint_in(work_dir: str, logger, out_dir: Optional[str] = None
         if osp.isfile(path):
             return path
         why = ', which does not exist (a moved work dir?)'
-    found = sorted(f for f in os.listdir(work_dir) if f.endswith('.pth'))
-    newest = max(found, key=lambda f: osp.getmtime(osp.join(work_dir, f)), default=None)
-    raise CheckpointError(
-        f'{where}{why}. Checkpoints in {work_dir}: '
-        + (f'{", ".join(found)}; resume one by its path, e.g. the newest: --resume '
-           f'{osp.join(work_dir, newest)}' if found else 'none; train without --resume'))
+    found = _checkpoints_in(work_dir)
+    raise CheckpointError(f'{where}{why}. Checkpoints in {work_dir}: ' + (
+        _resume_one_of(work_dir, found) if found else 'none; train without --resume'))
+
+
+def _checkpoints_in(folder: str) -> list:
+    return sorted(f for f in os.listdir(folder) if f.endswith('.pth'))
+
+
+def _resume_one_of(folder: str, names: list) -> str:
+    """The checkpoints ``names`` of ``folder``, and the newest that can be resumed (a
+    ``best_*`` checkpoint holds no optimizer state)."""
+    newest = max([f for f in names if not f.startswith('best_')] or names,
+                 key=lambda f: osp.getmtime(osp.join(folder, f)))
+    return (f'{", ".join(names)}; resume one by its path, e.g. the newest: --resume '
+            f'{osp.join(folder, newest)}')
 
 
 def check_optimizer_groups(optimizer, saved: Optional[dict], path) -> None:
