@@ -63,7 +63,10 @@ def test_diverging_run_stops_and_keeps_the_last_finite_checkpoint(digits_root, t
         runner.train()
     msg = str(e.value)
     assert f'the last checkpoint is {tmp_path / "epoch_1.pth"}' in msg
-    assert 'a lower learning rate (now 1e+04)' in msg and '--resume' in msg
+    # mmengine's --resume restores the checkpoint's LR schedule: a lower LR needs a new run
+    assert ('Start again with a lower learning rate (now 1e+04): optim_wrapper.optimizer.lr or '
+            "a longer warm-up (param_scheduler): --resume continues the checkpoint's optimizer "
+            "state and learning-rate schedule, not the config's.") in msg
     assert sorted(p.name for p in tmp_path.glob('*.pth')) == ['epoch_1.pth']
     assert _last_checkpoint(tmp_path) == str(tmp_path / 'epoch_1.pth')
     _assert_good_checkpoint(tmp_path / 'epoch_1.pth', epoch=1)
@@ -77,6 +80,16 @@ def test_no_checkpoint_is_written_from_non_finite_weights(digits_root, tmp_path)
     with torch.no_grad():
         runner.model.head.layers.head.bias[0] = float('nan')
     with pytest.raises(CheckpointError, match='not saving epoch_2.pth.*head.layers.head.bias'):
+        hook.after_train_epoch(runner)
+    # finite weights, but AdamW's second moment overflowed (a gradient of 1e21 without
+    # clipping): the parameter no longer moves, and a resumed run would go on from it
+    with torch.no_grad():
+        runner.model.head.layers.head.bias[0] = 0.0
+    bias = runner.model.head.layers.head.bias
+    runner.optim_wrapper.optimizer.state[bias]['exp_avg_sq'][0] = float('inf')
+    with pytest.raises(CheckpointError, match=r'not saving epoch_2.pth: the optimizer state is '
+                                              r'not finite \(optimizer exp_avg_sq of '
+                                              r'head.layers.head.bias holds NaN/inf\)'):
         hook.after_train_epoch(runner)
     assert sorted(p.name for p in tmp_path.glob('*.pth')) == ['epoch_1.pth']
     assert _last_checkpoint(tmp_path) == str(tmp_path / 'epoch_1.pth')
@@ -123,9 +136,15 @@ def test_non_finite_check_counts_only_what_loss_scaling_cannot_absorb():
     _step(hook, runner, loss=1.0)  # recovered: the count starts again
     _step(hook, runner, loss=nan)
     _step(hook, runner, loss=nan)
-    with pytest.raises(RuntimeError, match=r'iteration 10 .*loss=nan.*3 consecutive.*'
-                                           r'--amp bf16 instead of fp16'):
+    runner.message_hub.update_info('last_ckpt', 'epoch_3.pth')
+    with pytest.raises(RuntimeError, match=r'iteration 10 .*loss=nan.*3 consecutive.*') as e:
         _step(hook, runner, loss=nan)
+    # what applies to a resumed run (it keeps the checkpoint's LR schedule), and what does not
+    assert ('the last checkpoint is epoch_3.pth. Continue from the last checkpoint with '
+            '--resume and gradient clipping: optim_wrapper.clip_grad=dict(max_norm=1.0) or '
+            '--amp bf16 instead of fp16, or start again with a lower learning rate (now 0.1): '
+            'optim_wrapper.optimizer.lr or a longer warm-up (param_scheduler): --resume') \
+        in str(e.value)
     # the scale collapsing below min_loss_scale counts as well
     runner = _fake_runner(_FakeScaler([2.0, 1.0, 0.5, 0.25]))
     hook = NonFiniteCheckHook(max_bad_steps=2)
@@ -351,6 +370,32 @@ def test_auto_resume_refuses_unsafe_checkpoints_without_suggesting_to_trust_them
             'load unsupported GLOBAL posix.system') in res.stdout
     assert 'weights_only' not in res.stdout and 'add_safe_globals' not in res.stdout
     assert not (tmp_path / 'pwned').exists()
+
+
+@pytest.mark.parametrize('where', ['state_dict', 'optimizer', 'load_from'])
+def test_checkpoints_with_non_finite_values_are_refused_before_loading(
+        one_epoch_checkpoint, digits_root, tmp_path, where):
+    """A checkpoint of a run that diverged without the check (an older or another runner's):
+    resumed, it trained one iteration and the check sent the user back to it with --resume."""
+    path = tmp_path / 'epoch_1.pth'
+    ckpt = torch.load(one_epoch_checkpoint, map_location='cpu')
+    if where == 'optimizer':
+        ckpt['optimizer']['state'][0]['exp_avg'].view(-1)[0] = float('nan')
+    else:
+        ckpt['state_dict']['backbone.pos_embed'].view(-1)[0] = float('inf')
+    torch.save(ckpt, path)
+    cfg = _cfg(digits_root, tmp_path / 'next', max_epochs=2, resume=where != 'load_from')
+    cfg.load_from = str(path)
+    runner = HATRunner.from_cfg(cfg)
+    first = ('optimizer exp_avg of backbone.cls_token' if where == 'optimizer' else
+             'backbone.pos_embed')
+    what = 'load_from' if where == 'load_from' else 'resume'
+    with pytest.raises(CheckpointError, match=rf'{what} checkpoint {path} holds NaN/inf values '
+                                              rf'\(first: {first}\): it was saved after training '
+                                              r'had diverged .* Nothing was loaded'):
+        runner.train()
+    assert runner.iter == 0 and not list((tmp_path / 'next').glob('*.pth'))
+    assert bool(torch.isfinite(runner.model.backbone.pos_embed).all())
 
 
 def test_legacy_files_need_torchs_magic_number(tmp_path):

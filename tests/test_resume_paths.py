@@ -1,6 +1,7 @@
 """What ``--resume`` (without a path) starts from: a config's ``load_from`` when the work dir has
 no checkpoint yet, and the work dir's own checkpoint when the work dir was moved or copied."""
 import os
+import re
 import shutil
 
 import pytest
@@ -214,3 +215,84 @@ def test_latest_checkpoint_through_a_symlink_or_in_out_dir_is_taken_as_it_is(tmp
     (work / 'epoch_1.pth').write_bytes(b'stale')
     assert latest_checkpoint_in(str(work), logs, str(tmp_path / 'out')) == elsewhere
     assert logs.lines == []
+
+
+@pytest.mark.parametrize('content', ['', 'missing'])
+def test_an_empty_or_dangling_last_checkpoint_is_refused_not_started_over(tmp_path, content):
+    """An empty ``last_checkpoint`` (mmengine's CheckpointHook writes it in place: a kill in
+    between leaves it empty) once meant "no checkpoint": the run started from epoch 0 and its
+    rotation removed the earlier checkpoints. A name missing from the work dir is listed too."""
+    import torch
+
+    from hat_mm.engine import prepare_resume
+    from hat_mm.utils import CheckpointError
+    model = torch.nn.Linear(2, 2)
+    _save(tmp_path / 'epoch_1.pth', model)
+    named = tmp_path / 'epoch_2.pth'
+    (tmp_path / 'last_checkpoint').write_text(str(named) if content else '\n')
+    runner = _stub_runner(tmp_path, model, resume=True)
+    what = 'is empty' if not content else f'names {named}, which does not exist (removed?)'
+    with pytest.raises(CheckpointError, match=(
+            f'--resume: {tmp_path}/last_checkpoint {re.escape(what)}. Checkpoints in '
+            f'{tmp_path}: epoch_1.pth; resume one by its path, e.g. the newest: --resume '
+            f'{tmp_path}/epoch_1.pth')):
+        prepare_resume(runner, training=True)
+    assert runner._resume and runner.logger.lines == []
+
+
+def test_resume_needs_the_optimizer_and_schedule_and_says_when_the_config_lr_is_unused(
+        tmp_path):
+    """A best_* checkpoint (weights only) resumed its epoch with the warm-up restarted and
+    Adam's moments at zero; a learning rate changed for the resumed run was silently unused."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from hat_mm.engine import prepare_resume
+    from hat_mm.utils import CheckpointError
+    model = torch.nn.Linear(2, 2)
+    best = _save(tmp_path / 'best_accuracy_top1_epoch_3.pth', model, epoch=3)
+    schedulers = [dict(type='LinearLR')]
+    runner = _stub_runner(tmp_path, model, load_from=best, resume=True, max_epochs=5)
+    runner.optim_wrapper, runner.param_schedulers = dict(optimizer=dict(type='SGD')), schedulers
+    with pytest.raises(CheckpointError, match=(
+            f'resume checkpoint {re.escape(best)} holds no state of the optimizer or the '
+            'learning-rate schedule .*would restart them at epoch 3, from step 0. Resume from an '
+            f'epoch checkpoint .* use --cfg-options load_from={re.escape(best)} without '
+            '--resume')):
+        prepare_resume(runner, training=True)
+    saved = torch.optim.SGD(model.parameters(), lr=0.1)
+    path = str(tmp_path / 'epoch_3.pth')
+    torch.save(dict(state_dict=model.state_dict(), meta=dict(epoch=3), param_schedulers=[{}],
+                    optimizer=saved.state_dict()), path)
+    for lr, warned in ((0.1, False), (0.01, True)):
+        runner = _stub_runner(tmp_path, model, load_from=path, resume=True, max_epochs=5)
+        runner.param_schedulers = schedulers
+        runner.optim_wrapper = SimpleNamespace(optimizer=torch.optim.SGD(model.parameters(),
+                                                                         lr=lr))
+        prepare_resume(runner)
+        assert runner.logger.lines == ([
+            f"--resume: this config's learning rate (0.01) differs from that of {path} (0.1); "
+            "the resumed run continues the checkpoint's optimizer state and learning-rate "
+            "schedule, with 0.1: the config's value has no effect."] if warned else [])
+
+
+def test_a_damaged_latest_checkpoint_names_the_others_to_resume(tmp_path):
+    """The file last_checkpoint names is truncated: the earlier ones are named, and the one
+    to resume is the newest that holds an optimizer state (not a best_* one)."""
+    import torch
+
+    from hat_mm.engine import prepare_resume
+    from hat_mm.utils import CheckpointError
+    model = torch.nn.Linear(2, 2)
+    good = _save(tmp_path / 'epoch_1.pth', model)
+    data = open(good, 'rb').read()
+    (tmp_path / 'epoch_2.pth').write_bytes(data[:len(data) // 2])
+    _save(tmp_path / 'best_accuracy_top1_epoch_2.pth', model)
+    os.utime(good, (0, 0))
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'epoch_2.pth'))
+    with pytest.raises(CheckpointError, match=(
+            f'resume checkpoint {tmp_path}/epoch_2.pth is corrupt: .* Other checkpoints in '
+            f'{tmp_path}: best_accuracy_top1_epoch_2.pth, epoch_1.pth; resume one by its path, '
+            f'e.g. the newest: --resume {tmp_path}/epoch_1.pth')):
+        prepare_resume(_stub_runner(tmp_path, model, resume=True), training=True)

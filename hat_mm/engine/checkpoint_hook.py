@@ -6,7 +6,8 @@ no usable checkpoint (with ``max_keep_ckpts=1``: the old one deleted, the new on
 ``last_checkpoint`` naming a missing file). :class:`SafeCheckpointHook` keeps every behaviour
 and option of ``CheckpointHook`` and changes the order of things:
 
-1. the weights are checked: non-finite weights are refused (the run stops, nothing written);
+1. the weights (and the optimizer state it saves) are checked: NaN/inf are refused (the run
+   stops, nothing written);
 2. the checkpoint is written to a temporary file in the same directory, flushed, synced and
    renamed into place (:class:`AtomicLocalBackend`; a failed write names the file, removes
    the partial file and keeps everything else);
@@ -21,10 +22,12 @@ from contextlib import contextmanager
 from mmengine.dist import is_main_process
 from mmengine.fileio import LocalBackend, register_backend
 from mmengine.hooks import CheckpointHook
+from mmengine.optim import OptimWrapper
 from mmengine.registry import HOOKS
 
 from ..utils.checkpoint import CheckpointError, write_atomically
-from .non_finite_hook import bare_model, first_non_finite
+from .non_finite_hook import (bare_model, first_non_finite, first_non_finite_tensor,
+                              optimizer_state_tensors)
 
 ATOMIC_BACKEND = 'hat_atomic_local'
 
@@ -75,17 +78,26 @@ class SafeCheckpointHook(CheckpointHook):
         return isinstance(getattr(self, 'file_backend', None), AtomicLocalBackend)
 
     @staticmethod
-    def _refuse_non_finite(runner, name: str) -> None:
-        broken = first_non_finite(bare_model(runner))
+    def _refuse_non_finite(runner, name: str, optimizer: bool = False) -> None:
+        model = bare_model(runner)
+        broken, what = first_non_finite(model), 'the weights are'
+        wrapper = runner.optim_wrapper
+        if broken is None and optimizer and isinstance(wrapper, OptimWrapper):
+            # Adam's moments overflow on a huge gradient (no clipping) while the weights stay
+            # finite; such a parameter stops moving, or turns NaN in a resumed run
+            broken, what = first_non_finite_tensor(optimizer_state_tensors(
+                wrapper.optimizer.state_dict(), wrapper.optimizer, model)), \
+                'the optimizer state is'
         if broken is not None:
             raise CheckpointError(
-                f'not saving {name}: the weights are not finite ({broken} holds NaN/inf). '
-                'The previous checkpoints are kept; resume from the last one with a lower '
-                'learning rate or gradient clipping (see NonFiniteCheckHook).')
+                f'not saving {name}: {what} not finite ({broken} holds NaN/inf). The previous '
+                'checkpoints are kept; gradient clipping (optim_wrapper.clip_grad=dict('
+                'max_norm=1.0)) applies when resuming from the last one, a lower learning rate '
+                "needs a new run (--resume continues the checkpoint's schedule).")
 
     def _save_checkpoint_with_step(self, runner, step, meta):
         filename = self.filename_tmpl.format(step)
-        self._refuse_non_finite(runner, filename)
+        self._refuse_non_finite(runner, filename, self.save_optimizer)
         if not self._atomic:
             return super()._save_checkpoint_with_step(runner, step, meta)
         outdated = []

@@ -7,29 +7,44 @@ step, at the logged loss terms (every output whose name contains ``loss``: ``los
 ``loss_ce_clean``, ``loss_kl_adv``, ...), the gradient norm and the weights, and stops the run
 with :class:`TrainingDivergedError` naming the iteration, the terms and what to try. It runs
 before the checkpoint and EMA hooks, so nothing is saved from the broken weights;
-:class:`hat_mm.engine.SafeCheckpointHook` refuses non-finite weights as well.
+:class:`hat_mm.engine.SafeCheckpointHook` refuses non-finite weights as well. A checkpoint
+with non-finite values, from a run without this hook, is refused when it is resumed or loaded.
 """
 import math
-from typing import Optional
+from typing import Iterable, Iterator, Optional, Tuple
 
 import torch
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 
+from ..utils.checkpoint import CheckpointError
+
+
+def _either(tips: list) -> str:
+    return ', '.join(tips[:-1]) + ' or ' + tips[-1] if len(tips) > 1 else tips[0]
+
 
 def _advice(runner, scaler, last) -> str:
+    """What to try. ``--resume`` restores the checkpoint's optimizer state and LR schedule
+    (base LRs, warm-up and all), so a lower LR or a longer warm-up needs a new run; gradient
+    clipping and bf16 come from the config and apply to a resumed run."""
     wrapper = runner.optim_wrapper
     lrs = [lr for group in (wrapper.get_lr() if hasattr(wrapper, 'get_lr') else {}).values()
            for lr in group]
-    tips = ['a lower learning rate' + (f' (now {max(lrs):.3g})' if lrs else '')
-            + ': optim_wrapper.optimizer.lr', 'a longer warm-up (param_scheduler)']
+    new_run = ['a lower learning rate' + (f' (now {max(lrs):.3g})' if lrs else '')
+               + ': optim_wrapper.optimizer.lr', 'a longer warm-up (param_scheduler)']
+    resumable = []
     if not getattr(wrapper, 'clip_grad_kwargs', None):
-        tips.append('gradient clipping: optim_wrapper.clip_grad=dict(max_norm=1.0)')
+        resumable.append('gradient clipping: optim_wrapper.clip_grad=dict(max_norm=1.0)')
     if scaler is not None and getattr(wrapper, 'cast_dtype', None) != torch.bfloat16:
-        tips.append('--amp bf16 instead of fp16')
-    return ('Try ' + ', '.join(tips[:-1]) + ' or ' + tips[-1] + '; then '
-            + ('continue from the last checkpoint with --resume.' if last else 'start again.'))
+        resumable.append('--amp bf16 instead of fp16')
+    if not last:
+        return f'Try {_either(new_run + resumable)}; then start again.'
+    return ((f'Continue from the last checkpoint with --resume and {_either(resumable)}, or '
+             'start' if resumable else 'Start') + f' again with {_either(new_run)}: --resume '
+            "continues the checkpoint's optimizer state and learning-rate schedule, not the "
+            "config's.")
 
 
 class TrainingDivergedError(RuntimeError):
@@ -43,7 +58,13 @@ def first_non_finite(module: torch.nn.Module) -> Optional[str]:
     per device and dtype (a NaN or inf makes the norm non-finite) and one host sync. Only
     when that flags something (or a norm overflows) are the tensors scanned one by one.
     """
-    tensors = [(k, v) for k, v in module.state_dict().items()
+    return first_non_finite_tensor(module.state_dict().items())
+
+
+def first_non_finite_tensor(named: Iterable[Tuple[str, object]]) -> Optional[str]:
+    """The name of the first floating-point tensor of ``(name, value)`` pairs that holds NaN
+    or inf, or None (see :func:`first_non_finite`; values that are no tensors are skipped)."""
+    tensors = [(k, v) for k, v in named
                if torch.is_tensor(v) and v.is_floating_point() and v.numel()]
     if not tensors:
         return None
@@ -51,6 +72,24 @@ def first_non_finite(module: torch.nn.Module) -> Optional[str]:
     if bool(torch.stack([n.float().to(norms[0].device) for n in norms]).isfinite().all()):
         return None
     return next((k for k, v in tensors if not bool(torch.isfinite(v).all())), None)
+
+
+def optimizer_state_tensors(state: Optional[dict], optimizer=None, model=None) -> Iterator:
+    """``('exp_avg of backbone.x', tensor)`` pairs of an optimizer ``state_dict()`` (the
+    parameters are named when ``optimizer``'s groups, those the state was saved from, and
+    ``model`` are given; by index otherwise)."""
+    names = []
+    if optimizer is not None and model is not None and len(state.get('param_groups') or []) \
+            == len(optimizer.param_groups) and all(
+                len(a['params']) == len(b['params'])
+                for a, b in zip(state['param_groups'], optimizer.param_groups)):
+        name_of = {id(p): n for n, p in model.named_parameters()}
+        names = [name_of.get(id(p)) for g in optimizer.param_groups for p in g['params']]
+    for index, values in ((state or {}).get('state') or {}).items():
+        name = names[index] if isinstance(index, int) and index < len(names) \
+            and names[index] else f'parameter #{index}'
+        for key, value in (values.items() if isinstance(values, dict) else ()):
+            yield f'optimizer {key} of {name}', value
 
 
 def bare_model(runner) -> torch.nn.Module:
@@ -94,6 +133,30 @@ class NonFiniteCheckHook(Hook):
     def before_train(self, runner) -> None:
         scaler = self._scaler(runner)
         self._last_scale = float(scaler.get_scale()) if scaler is not None else None
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        """Refuse, before anything is loaded, a checkpoint with NaN/inf weights (or, to
+        resume, optimizer state): saved by a run that had diverged without this hook, it
+        would train one iteration and stop here, pointing back at itself."""
+        resume = bool(getattr(runner, '_resume', False))
+        weights = checkpoint.get('state_dict')
+        if not isinstance(weights, dict):
+            weights = checkpoint  # a bare state dict (load_from)
+        named = [*weights.items(), *(checkpoint.get('ema_state_dict') or {}).items()]
+        broken = first_non_finite_tensor(named)
+        if broken is None and resume and isinstance(checkpoint.get('optimizer'), dict):
+            broken = first_non_finite_tensor(optimizer_state_tensors(
+                checkpoint['optimizer'], getattr(runner.optim_wrapper, 'optimizer', None),
+                bare_model(runner)))
+        if broken is None:
+            return
+        what = 'resume checkpoint' if resume else 'load_from checkpoint'
+        path = getattr(runner, '_load_from', None) or ''
+        raise CheckpointError(
+            f'{what} {path} holds NaN/inf values (first: {broken}): it was saved after '
+            'training had diverged (by a run without NonFiniteCheckHook). Nothing was loaded. '
+            + ('Resume from an earlier checkpoint of the run: --resume PATH.' if resume else
+               'Use another checkpoint.'))
 
     def _bad_values(self, runner, outputs) -> list:
         bad = []

@@ -43,7 +43,9 @@ def prepare_resume(runner, training: Optional[bool] = None) -> None:
     never saved starts over). The file must load weights-only and hold the model's weights,
     key for key and shape for shape; otherwise a :class:`CheckpointError` names the file and
     the mismatch before anything is loaded; so does an optimizer state whose parameter groups
-    do not fit the config's optimizer (:func:`check_optimizer_groups`). A ``load_from``
+    do not fit the config's optimizer (:func:`check_optimizer_groups`), and a checkpoint
+    without optimizer or scheduler state (a ``best_*`` one). A learning rate of the config
+    that differs from the checkpoint's is logged as unused. A ``load_from``
     checkpoint (fine-tuning; loaded non-strictly by mmengine) is only checked to load.
     """
     if runner._has_loaded:
@@ -75,7 +77,17 @@ def prepare_resume(runner, training: Optional[bool] = None) -> None:
             return
         runner.logger.info(f'--resume: the latest checkpoint of {runner.work_dir} is {path}')
         runner._load_from = path
-    checkpoint = load_checkpoint_file(path, 'resume checkpoint', mmap=True)  # shapes only
+    try:
+        checkpoint = load_checkpoint_file(path, 'resume checkpoint', mmap=True)  # shapes only
+    except CheckpointError as e:  # a truncated or damaged file: name the others there
+        folder = osp.dirname(path) or '.'
+        others = [f for f in _checkpoints_in(folder) if f != osp.basename(path)] \
+            if osp.isdir(folder) else []
+        if not others:
+            raise
+        raise CheckpointError(
+            f'{e} Other checkpoints in {osp.dirname(path)}: '
+            + _resume_one_of(osp.dirname(path), others)) from None
     state = state_dict_of(checkpoint, f'resume checkpoint {path}')
     mismatch = describe_mismatch(compare_state_dicts(bare_model(runner).state_dict(), state))
     if mismatch:
@@ -86,15 +98,35 @@ def prepare_resume(runner, training: Optional[bool] = None) -> None:
             'loaded.')
     _allow_a_new_loss_scale(runner, checkpoint, path)
     epoch = (checkpoint.get('meta') or {}).get('epoch') if isinstance(checkpoint, dict) else None
+    _refuse_a_partial_state(runner, checkpoint, path, epoch, training)
     max_epochs = _training_max_epochs(runner, training)[1]
     if isinstance(epoch, int) and isinstance(max_epochs, int) and epoch >= max_epochs:
         runner.logger.warning(
             f'--resume: {path} ends at epoch {epoch} and this config trains to '
             f'train_cfg.max_epochs={max_epochs}: nothing is left to train (raise '
             'train_cfg.max_epochs to train on)')
-    check_optimizer_groups(getattr(runner.optim_wrapper, 'optimizer', None),
-                           checkpoint.get('optimizer') if isinstance(checkpoint, dict) else None,
-                           path)
+    saved = checkpoint.get('optimizer') if isinstance(checkpoint, dict) else None
+    check_optimizer_groups(getattr(runner.optim_wrapper, 'optimizer', None), saved, path)
+    _warn_a_changed_lr(runner, saved, path)
+
+
+def _refuse_a_partial_state(runner, checkpoint, path, epoch, training) -> None:
+    """A checkpoint without the optimizer or LR-scheduler state (a ``best_*`` checkpoint, a
+    published or converted one): mmengine would resume its epoch with Adam's moments at zero
+    and the learning-rate schedule back at its first step (the warm-up again)."""
+    if not _training_max_epochs(runner, training)[0] or not isinstance(checkpoint, dict):
+        return
+    wanted = dict(optimizer=('the optimizer', runner.optim_wrapper),
+                  param_schedulers=('the learning-rate schedule',
+                                    getattr(runner, 'param_schedulers', None)))
+    lacking = [what for key, (what, used) in wanted.items() if used and key not in checkpoint]
+    if lacking:
+        raise CheckpointError(
+            f'resume checkpoint {path} holds no state of {" or ".join(lacking)} (a best_* '
+            'checkpoint, or one saved with save_optimizer=False or published): resuming it '
+            f'would restart them at epoch {epoch}, from step 0. Resume from an epoch '
+            'checkpoint of the run (epoch_N.pth); to start a new run from its weights use '
+            f'--cfg-options load_from={path} without --resume. Nothing was loaded.')
 
 
 def check_load_from(runner, path: str) -> None:
@@ -134,32 +166,49 @@ def latest_checkpoint_in(work_dir: str, logger, out_dir: Optional[str] = None
 
     The file holds the path the run saved to. A work dir moved or copied since names a
     checkpoint elsewhere (another run's, or none); the file of the same name in ``work_dir``
-    is taken instead, and a name that exists nowhere is refused with the work dir's
-    checkpoints listed. Checkpoints under ``out_dir`` (``default_hooks.checkpoint.out_dir``)
-    are outside the work dir by design and taken as they are.
+    is taken instead. A name that exists nowhere, or an empty file, is refused with the work
+    dir's checkpoints listed (not a start from epoch 0, whose rotation would remove them).
+    Checkpoints under ``out_dir`` (``default_hooks.checkpoint.out_dir``) are outside the work
+    dir by design and taken as they are.
     """
     if not osp.isfile(osp.join(work_dir, 'last_checkpoint')):
         return None
     path = find_latest_checkpoint(work_dir)
-    if not path or osp.realpath(osp.dirname(path)) == osp.realpath(work_dir):
-        return path
-    if out_dir and osp.isfile(path) and osp.realpath(path).startswith(
-            osp.realpath(out_dir) + os.sep):
-        return path  # default_hooks.checkpoint.out_dir: saved elsewhere by design
     where = f'--resume: {osp.join(work_dir, "last_checkpoint")} names {path}'
-    local = osp.join(work_dir, osp.basename(path))
-    if osp.isfile(local):
-        logger.warning(f'{where}, outside this work dir (moved or copied?); resuming from '
-                       f'{local}, the checkpoint of that name here.')
-        return local
-    if osp.isfile(path):
-        return path
-    found = sorted(f for f in os.listdir(work_dir) if f.endswith('.pth'))
-    newest = max(found, key=lambda f: osp.getmtime(osp.join(work_dir, f)), default=None)
-    raise CheckpointError(
-        f'{where}, which does not exist (a moved work dir?). Checkpoints in {work_dir}: '
-        + (f'{", ".join(found)}; resume one by its path, e.g. the newest: --resume '
-           f'{osp.join(work_dir, newest)}' if found else 'none; train without --resume'))
+    if not path:  # a write cut short by mmengine's CheckpointHook, or a crashed file system
+        where, why = f'--resume: {osp.join(work_dir, "last_checkpoint")} is empty', ''
+    elif osp.realpath(osp.dirname(path)) == osp.realpath(work_dir):
+        if osp.isfile(path):
+            return path
+        why = ', which does not exist (removed?)'
+    else:
+        if out_dir and osp.isfile(path) and osp.realpath(path).startswith(
+                osp.realpath(out_dir) + os.sep):
+            return path  # default_hooks.checkpoint.out_dir: saved elsewhere by design
+        local = osp.join(work_dir, osp.basename(path))
+        if osp.isfile(local):
+            logger.warning(f'{where}, outside this work dir (moved or copied?); resuming from '
+                           f'{local}, the checkpoint of that name here.')
+            return local
+        if osp.isfile(path):
+            return path
+        why = ', which does not exist (a moved work dir?)'
+    found = _checkpoints_in(work_dir)
+    raise CheckpointError(f'{where}{why}. Checkpoints in {work_dir}: ' + (
+        _resume_one_of(work_dir, found) if found else 'none; train without --resume'))
+
+
+def _checkpoints_in(folder: str) -> list:
+    return sorted(f for f in os.listdir(folder) if f.endswith('.pth'))
+
+
+def _resume_one_of(folder: str, names: list) -> str:
+    """The checkpoints ``names`` of ``folder``, and the newest that can be resumed (a
+    ``best_*`` checkpoint holds no optimizer state)."""
+    newest = max([f for f in names if not f.startswith('best_')] or names,
+                 key=lambda f: osp.getmtime(osp.join(folder, f)))
+    return (f'{", ".join(names)}; resume one by its path, e.g. the newest: --resume '
+            f'{osp.join(folder, newest)}')
 
 
 def check_optimizer_groups(optimizer, saved: Optional[dict], path) -> None:
@@ -181,6 +230,25 @@ def check_optimizer_groups(optimizer, saved: Optional[dict], path) -> None:
         "constructor='MergedGroupsOptimWrapperConstructor'). Resume with the config the "
         'checkpoint was trained with; to start a new run from its weights use --cfg-options '
         f'load_from={path} without --resume. Nothing was loaded.')
+
+
+def _warn_a_changed_lr(runner, saved: Optional[dict], path) -> None:
+    """mmengine (as timm) resumes the optimizer's and the schedulers' state, base learning
+    rates included: a learning rate changed in the config (or by ``--auto-scale-lr`` on
+    another number of GPUs) has no effect, which is said here rather than left silent."""
+    optimizer = getattr(runner.optim_wrapper, 'optimizer', None)
+    groups = (saved or {}).get('param_groups') if isinstance(saved, dict) else None
+    if not isinstance(optimizer, torch.optim.Optimizer) or not groups:
+        return
+
+    def base_lr(groups):
+        return max(g.get('initial_lr', g.get('lr', 0.0)) for g in groups)
+    new, old = base_lr(optimizer.param_groups), base_lr(groups)
+    if abs(new - old) > 1e-6 * max(abs(old), 1e-12):
+        runner.logger.warning(
+            f'--resume: this config\'s learning rate ({new:.6g}) differs from that of {path} '
+            f'({old:.6g}); the resumed run continues the checkpoint\'s optimizer state and '
+            f'learning-rate schedule, with {old:.6g}: the config\'s value has no effect.')
 
 
 def _allow_a_new_loss_scale(runner, checkpoint, path) -> None:
