@@ -171,6 +171,52 @@ def test_non_finite_check_counts_only_what_loss_scaling_cannot_absorb():
         NonFiniteCheckHook(max_bad_steps=0)
 
 
+def _rank_of_two(rank, port, results):
+    """One of two gloo processes: rank 1's loss is NaN (an fp16 overflow of its own forward),
+    rank 0's finite; max_bad_steps=2."""
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    from hat_mm.engine import NonFiniteCheckHook
+    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank,
+                            world_size=2, timeout=timedelta(seconds=60))
+    try:
+        runner, hook = _fake_runner(_FakeScaler([8.0])), NonFiniteCheckHook(max_bad_steps=2)
+        hook.before_train(runner)
+        loss = float('nan') if rank == 1 else 1.0
+        said = []
+        for _ in range(3):
+            try:
+                _step(hook, runner, loss=loss)
+                said.append('went on')
+            except RuntimeError as e:
+                said.append(str(e))
+                break
+        results[rank] = said
+    finally:
+        dist.destroy_process_group()
+
+
+def test_every_rank_stops_at_the_same_iteration():
+    """Before: rank 1 stopped alone at its second NaN loss, and rank 0 trained on into the
+    next gradient all-reduce, waiting there until the collective timeout."""
+    import socket
+
+    import torch.multiprocessing as mp
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    results = mp.Manager().dict()
+    mp.spawn(_rank_of_two, args=(port, results), nprocs=2, join=True)
+    for rank in (0, 1):
+        went_on, stopped = results[rank]  # the second iteration stops both
+        assert went_on == 'went on' and stopped.startswith('Training stopped at iteration 3')
+    assert 'loss=nan' in results[1][1] and 'rank' not in results[1][1].split(' (2 ')[0]
+    assert 'non-finite values on rank 1 (its log names them)' in results[0][1]
+    assert 'loss=' not in results[0][1]
+
+
 class _DiskFull(io.FileIO):
     """A file on a full disk: half of the first write lands, then ENOSPC."""
 

@@ -14,6 +14,7 @@ import math
 from typing import Iterable, Iterator, Optional, Tuple
 
 import torch
+from mmengine.dist import all_reduce, get_rank, get_world_size, is_distributed
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
@@ -179,11 +180,28 @@ class NonFiniteCheckHook(Hook):
             self._last_scale = scale
         return bad
 
+    @staticmethod
+    def _bad_on_other_ranks(bad_here: bool) -> list:
+        """Each rank sees its own losses (under fp16 loss scaling a rank's overflowing
+        forward leaves the others' finite): one all-reduce of a flag per rank, so that every
+        rank counts the same iterations and all stop together. A rank stopping alone would
+        leave the others waiting in the next gradient all-reduce until the collective timeout.
+        """
+        if not is_distributed():
+            return []
+        flags = torch.zeros(get_world_size())
+        flags[get_rank()] = float(bad_here)
+        all_reduce(flags)
+        others = [r for r in flags.nonzero().flatten().tolist() if r != get_rank()]
+        return [f'non-finite values on rank {", ".join(map(str, others))} (its log names '
+                'them)'] if others else []
+
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         bad = self._bad_values(runner, outputs)
         broken = first_non_finite(bare_model(runner))
         if broken is not None:
             bad.append(f'the weights are no longer finite (first: {broken})')
+        bad += self._bad_on_other_ranks(bool(bad))
         if not bad:
             self._bad_steps = 0
             return
