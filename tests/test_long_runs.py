@@ -171,6 +171,18 @@ def test_non_finite_check_counts_only_what_loss_scaling_cannot_absorb():
         NonFiniteCheckHook(max_bad_steps=0)
 
 
+def test_a_resumed_run_names_the_checkpoint_it_resumed_from():
+    """Before: the path the checkpoint's message hub recorded when it was saved, in the
+    original folder of a work dir copied since."""
+    from hat_mm.engine import NonFiniteCheckHook
+    runner, hook = _fake_runner(), NonFiniteCheckHook()
+    runner.message_hub.update_info('last_ckpt', '/old/work_dir/epoch_2.pth')  # as loaded
+    runner._resume, runner._load_from = True, '/copy/work_dir/epoch_2.pth'
+    hook.before_train(runner)
+    with pytest.raises(RuntimeError, match='the last checkpoint is /copy/work_dir/epoch_2.pth'):
+        _step(hook, runner, loss=float('nan'))
+
+
 def _rank_of_two(rank, port, results):
     """One of two gloo processes: rank 1's loss is NaN (an fp16 overflow of its own forward),
     rank 0's finite; max_bad_steps=2."""

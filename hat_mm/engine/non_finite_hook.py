@@ -134,6 +134,10 @@ class NonFiniteCheckHook(Hook):
     def before_train(self, runner) -> None:
         scaler = self._scaler(runner)
         self._last_scale = float(scaler.get_scale()) if scaler is not None else None
+        if getattr(runner, '_resume', False) and getattr(runner, '_load_from', None):
+            # the file resumed from, not the path its message hub recorded when it was saved
+            # (another folder, in a work dir copied or moved since)
+            runner.message_hub.update_info('last_ckpt', runner._load_from)
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         """Refuse, before anything is loaded, a checkpoint with NaN/inf weights (or, to
