@@ -627,3 +627,15 @@ def test_extra_loss_terms_are_logged_from_the_first_pass():
     assert len(seen) == 3 and not torch.equal(seen[0], seen[-1])
     assert torch.equal(log_vars['loss_probe'], seen[0])
     assert torch.equal(log_vars['loss_ce_clean'], seen[0])
+
+
+def test_classification_loss_is_computed_in_float32_from_low_precision_logits():
+    """Under bf16/fp16 autocast the head's logits are low precision; ``CE_k`` is computed
+    from them cast to float32."""
+    model = tiny_vit_classifier(loss=LOSSES['hard'])
+    samples = model.data_preprocessor(random_batch(), True)['data_samples']
+    logits = torch.randn(6, NUM_CLASSES, generator=torch.Generator().manual_seed(0)) * 4
+    low = logits.bfloat16()
+    loss = model.hat_classification_loss(low, samples, None)['loss']
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss, F.cross_entropy(low.float(), _targets(samples, 'hard')))
