@@ -99,6 +99,11 @@ def test_loss_defaults_are_the_papers():
     kd = F.cross_entropy(dist, teacher.argmax(1))
     out = MODELS.build(dict(type='DistillationLoss'))(base, dist, teacher)
     torch.testing.assert_close(out['loss'], 0.5 * base + 0.5 * kd)
+    q, logp = F.softmax(teacher, -1), F.log_softmax(dist, -1)  # soft: tau 1
+    kd_soft = (q * (q.log() - logp)).sum() / dist.numel()
+    soft = MODELS.build(dict(type='DistillationLoss', distillation_type='soft'))
+    out = soft(base, dist, teacher)
+    torch.testing.assert_close(out['loss_distill'], kd_soft)
 
     cls, tok = _logits(2, 6), _logits(2, 4, 6, seed=1)
     t_cls, t_tok = F.softmax(_logits(2, 6, seed=2), -1), F.softmax(_logits(2, 4, 6, seed=3), -1)
