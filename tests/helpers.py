@@ -38,9 +38,10 @@ def reference_hat_loop(forward, ce, x, params, K, logits=lambda out: out, eps=EP
 
 
 def tiny_vit_classifier(hat=None, loss=None, hat_type='HATImageClassifier', compile=None,
-                        drop_rate=0.0, drop_path_rate=0.0, **head_kwargs):
+                        drop_rate=0.0, drop_path_rate=0.0, model_kwargs=None, **head_kwargs):
     """A 2-layer ViT on 16x16 inputs, drop-path and dropout 0 unless given (deterministic
-    forward); ``compile``: the HAT classifier's ``compile`` option."""
+    forward); ``compile``: the HAT classifier's ``compile`` option; ``model_kwargs``: more
+    arguments of the classifier (``kl_loss``, ...)."""
     import hat_mm  # noqa: F401
     cfg = dict(
         type=hat_type,
@@ -59,6 +60,7 @@ def tiny_vit_classifier(hat=None, loss=None, hat_type='HATImageClassifier', comp
         cfg['hat'] = hat or {}
     if compile is not None:
         cfg['compile'] = compile
+    cfg.update(model_kwargs or {})
     torch.manual_seed(0)
     model = MODELS.build(cfg)  # PyTorch default init: a non-zero head, unlike init_weights
     return model

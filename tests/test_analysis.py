@@ -98,6 +98,25 @@ def test_high_pass_removes_everything_within_the_radius(shape, radius):
     assert spec_lp[..., ~inside].abs().max() <= 1e-5 * scale
 
 
+def test_low_pass_radius_is_the_euclidean_distance_of_the_frequency():
+    """Plane waves with frequency (1, 1) (distance sqrt 2), (2, 0) (distance 2) and (2, 2)
+    (distance sqrt 8) on a 16 x 16 grid: a radius keeps a wave whole or removes it whole,
+    by that distance; the input's dtype is kept."""
+    n = 16
+    y, x = torch.meshgrid(torch.arange(n), torch.arange(n), indexing='ij')
+    diagonal = torch.cos(2 * math.pi * (y + x) / n)
+    vertical = torch.cos(2 * math.pi * 2 * y / n)
+    diagonal2 = torch.cos(2 * math.pi * 2 * (y + x) / n)
+    zero = torch.zeros(n, n)
+    for wave, radius, kept in ((diagonal, 1.5, True), (vertical, 1.5, False),
+                               (vertical, 2.0, True), (diagonal2, 2.5, False),
+                               (diagonal2, 2.9, True)):
+        torch.testing.assert_close(low_pass(wave, radius), wave if kept else zero, atol=1e-5,
+                                   rtol=0, msg=f'radius {radius}')
+    assert low_pass(diagonal.bfloat16(), 1.5).dtype == torch.bfloat16
+    assert high_pass(diagonal.half(), 1.5).dtype == torch.half
+
+
 def test_high_pass_radius_zero_removes_the_mean_only():
     x = torch.rand(3, 16, 16) * 255
     hp = high_pass(x, 0)

@@ -190,6 +190,13 @@ def test_mixing_pairs_each_image_with_the_reversed_batch_rounds_odd_sizes_includ
     torch.testing.assert_close(out['inputs'], (mixed - 100.) / 50.)
     assert not torch.allclose(out['inputs'], lam * x + (1 - lam) * x.flip(0))  # rounded
     torch.testing.assert_close(out['inputs'][2], x[2])  # the middle image is its own partner
+    # a float batch has no pixel levels: mixed, not rounded
+    data = noise_batch(5)
+    data['inputs'] = [img.float() + 0.3 for img in data['inputs']]
+    np.random.seed(0)
+    out = pre(data, training=True)
+    x = (torch.stack(data['inputs']) - 100.) / 50.
+    torch.testing.assert_close(out['inputs'], lam * x + (1 - lam) * x.flip(0))
     # evaluation: no mixing, no soft targets
     data = noise_batch(5)
     evaluated = pre(data, training=False)

@@ -162,7 +162,12 @@ def test_channels_last_gives_the_same_hat_update():
     plain, fast = _tiny_vit(), _tiny_vit(channels_last=True)
     conv = fast.backbone.patch_embed.projection.weight
     assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    seen = []  # the training inputs, clean and perturbed, are channels-last too
+    fast.backbone.register_forward_pre_hook(lambda m, args: seen.append(
+        args[0].is_contiguous(memory_format=torch.channels_last)
+        and not args[0].is_contiguous()))
     _assert_same_updates(_hat_updates(fast, steps=2), _hat_updates(plain, steps=2))
+    assert len(seen) == 8 and all(seen)
 
 
 @pytest.mark.parametrize('value, message', [

@@ -125,6 +125,12 @@ def test_after_adv_phase_is_single_pass_with_kl():
     log_vars = plain.train_step(random_batch(), OptimWrapper(
         torch.optim.SGD(plain.parameters(), lr=0.1)))
     assert calls == [True] and set(log_vars) == {'loss', 'loss_ce_clean'}
+    # kl_after_adv=False changes only the phase after adv_epochs: the adversarial one is HAT
+    plain.set_hat_phase(True)
+    calls.clear()
+    log_vars = plain.train_step(random_batch(), OptimWrapper(
+        torch.optim.SGD(plain.parameters(), lr=0.1)))
+    assert calls == [False, True, True, True] and 'loss_kl_adv' in log_vars
 
 
 class _ScaledOptimWrapper(OptimWrapper):
@@ -276,7 +282,10 @@ def test_non_finite_input_gradient_step():
 @pytest.mark.parametrize('field,value', [('adv_eps', -0.1), ('adv_iters', 0),
                                          ('adv_lr', 0.0), ('adv_lr', -1.0),
                                          ('adv_kl_weight', -1.0), ('adv_epochs', -1),
-                                         ('adv_iters', 1.5)])
+                                         ('adv_iters', 1.5), ('adv_iters', True),
+                                         ('adv_ce_weight', -1.0),
+                                         ('adv_eps', float('nan')),
+                                         ('adv_epochs', 2.0), ('kl_after_adv', 1)])
 def test_invalid_hat_parameters_fail_at_model_build_naming_the_field(field, value):
     with pytest.raises(ValueError, match=rf'hat\.{field}='):
         tiny_vit_classifier(hat={field: value})
@@ -429,3 +438,204 @@ def test_amp_refuses_another_optim_wrapper_type_naming_it():
         use_amp(dict(), 'fp8')
     assert use_amp(dict(type='AmpOptimWrapper', loss_scale=8.0), 'bf16') == dict(
         type='AmpOptimWrapper', dtype='bfloat16', loss_scale=8.0)
+
+
+def _run_hat_backward(model, x, samples, K, with_kl=True):
+    return hat_backward(lambda v: model(v, mode='tensor'), lambda v: model(v, mode='tensor'),
+                        lambda z, v: model.head._get_loss(z, samples)['loss'], x,
+                        lambda loss, last: loss.backward(), model.hat, num_iters=K,
+                        with_kl=with_kl)
+
+
+def test_perturbation_is_clipped_to_eps():
+    """K = 4: three sign steps of alpha = eps / 2 would reach 1.5 eps; delta is clipped to
+    [-eps, eps] after every step, and the gradients follow the clipped perturbations."""
+    K = 4
+    model = tiny_vit_classifier(hat=dict(adv_iters=K), loss=LOSSES['hard'])
+    model.train()
+    data = model.data_preprocessor(random_batch(), True)
+    x, samples = data['inputs'], data['data_samples']
+    ref_grads, ref_deltas = reference_hat(copy.deepcopy(model), x, _targets(samples, 'hard'),
+                                          K, 'hard')
+    model.zero_grad()
+    _, deltas = _run_hat_backward(model, x, samples, K)
+    assert (deltas[-1].abs() == EPS).float().mean() > 0.5  # the clip really acted
+    assert deltas[-1].abs().max() == EPS
+    for d, rd in zip(deltas, ref_deltas):
+        torch.testing.assert_close(d, rd, rtol=0, atol=1e-7)
+    for (name, p), g in zip(model.named_parameters(), ref_grads):
+        torch.testing.assert_close(p.grad, g, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_logged_terms_are_the_losses_of_each_pass():
+    """``loss`` is the sum of the K back-propagated losses L_k; ``*_clean`` the terms of the
+    first pass (KL_0 = 0: same input and no dropout), ``*_adv`` the means over the others."""
+    K = 3
+    model = tiny_vit_classifier(hat=dict(adv_iters=K), loss=LOSSES['hard'])
+    model.train()
+    data = model.data_preprocessor(random_batch(), True)
+    x, samples = data['inputs'], data['data_samples']
+    target = _targets(samples, 'hard')
+    log_vars, deltas = _run_hat_backward(model, x, samples, K)
+
+    with torch.no_grad():
+        pc = F.softmax(model(x, mode='tensor'), -1)
+        ce, kl = [], []
+        for v in [x] + [x + d for d in deltas]:
+            z = model(v, mode='tensor')
+            p = F.softmax(z, -1)
+            ce.append(F.cross_entropy(z, target))
+            kl.append(0.5 * ((pc * (pc.log() - p.log())).sum(-1)
+                             + (p * (p.log() - pc.log())).sum(-1)).mean())
+    assert kl[1] > 1e-6 and abs(ce[1] - ce[0]) > 1e-6  # the passes differ
+    total = ce[0] + W_KL * kl[0] + sum((W_CE * c + W_KL * k) / (K - 1)
+                                       for c, k in zip(ce[1:], kl[1:]))
+    torch.testing.assert_close(log_vars['loss'], total)
+    torch.testing.assert_close(log_vars['loss_ce_clean'], ce[0])
+    torch.testing.assert_close(log_vars['loss_kl_clean'], kl[0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(log_vars['loss_ce_adv'], (ce[1] + ce[2]) / 2)
+    torch.testing.assert_close(log_vars['loss_kl_adv'], (kl[1] + kl[2]) / 2)
+
+
+def test_hat_backward_refuses_bad_pass_counts():
+    with pytest.raises(ValueError, match='num_iters must be >= 1'):
+        hat_backward(None, None, None, torch.zeros(1), None, HATConfig(), num_iters=0)
+    with pytest.raises(ValueError, match='need the KL term'):
+        hat_backward(None, None, None, torch.zeros(1), None, HATConfig(), num_iters=2,
+                     with_kl=False)
+
+
+def test_zero_bound_weights_and_epochs_are_valid():
+    h = HATConfig(adv_eps=0, adv_kl_weight=0, adv_ce_weight=0, adv_epochs=0)
+    assert (h.adv_eps, h.adv_kl_weight, h.adv_ce_weight, h.adv_epochs) == (0, 0, 0, 0)
+
+
+def test_symmetric_kl_with_clean_probabilities_that_underflow_to_zero():
+    """A clean logit 200 below the others: its probability is 0 in float32. Official
+    ``F.kl_div`` counts 0 * log 0 as 0, and so does ours: a finite value, and the gradient of
+    a logit gap of 50 (probability ~1e-22, whose terms are negligible). (The official
+    expression's own gradient is NaN there: d xlogy(p, p) / dp at p = 0.)"""
+    def official(z_clean, z):
+        return (F.kl_div(F.log_softmax(z, dim=1), F.softmax(z_clean, dim=1),
+                         reduction='none').sum(dim=1)
+                + F.kl_div(F.log_softmax(z_clean, dim=1), F.softmax(z, dim=1),
+                           reduction='none').sum(dim=1)).mean() / 2
+
+    noise = torch.tensor([[0.1, 0.2, -0.3], [0., 0.5, 0.2]])
+    z_clean = torch.tensor([[0., -200., 1.], [2., 0., -300.]])
+    z = (z_clean + noise).requires_grad_(True)
+    p_clean = F.softmax(z_clean, dim=1)
+    assert (p_clean == 0).sum() == 2
+    ours = symmetric_kl(p_clean, z)
+    assert torch.isfinite(ours)
+    torch.testing.assert_close(ours, official(z_clean, z))
+    z_clean_50 = torch.tensor([[0., -50., 1.], [2., 0., -50.]])
+    z_50 = (z_clean_50 + noise).requires_grad_(True)
+    torch.testing.assert_close(torch.autograd.grad(ours, z)[0],
+                               torch.autograd.grad(official(z_clean_50, z_50), z_50)[0])
+
+
+def test_configured_kl_loss_is_the_one_the_update_uses():
+    """``model.kl_loss`` (here weighted by 3) replaces the default symmetric KL."""
+    K = 2
+    model = tiny_vit_classifier(hat=dict(adv_iters=K), loss=LOSSES['hard'], model_kwargs=dict(
+        kl_loss=dict(type='SymmetricKLLoss', loss_weight=3.0)))
+    model.train()
+    model.set_hat_phase(True)
+    ref = copy.deepcopy(model)
+    data = ref.data_preprocessor(random_batch(), True)
+    grads, _ = reference_hat(ref, data['inputs'], _targets(data['data_samples'], 'hard'), K,
+                             'hard', w_kl=3 * W_KL)
+    expected = [p.detach() - 0.5 * g for p, g in zip(ref.parameters(), grads)]
+    model.train_step(random_batch(), OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.5)))
+    for (name, p), e in zip(model.named_parameters(), expected):
+        torch.testing.assert_close(p.detach(), e, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_gradient_accumulation_counts_one_iteration_per_hat_step():
+    """``accumulative_counts=2``: the K passes of a step count as one iteration, each loss
+    is divided by 2, and the parameters move once, after the second step."""
+    K = 2
+    model = tiny_vit_classifier(hat=dict(adv_iters=K), loss=LOSSES['hard'])
+    model.train()
+    model.set_hat_phase(True)
+    ref = copy.deepcopy(model)
+    total = [torch.zeros_like(p) for p in ref.parameters()]
+    for seed in (1, 2):
+        data = ref.data_preprocessor(random_batch(seed=seed), True)
+        grads, _ = reference_hat(ref, data['inputs'], _targets(data['data_samples'], 'hard'),
+                                 K, 'hard')
+        total = [t + g for t, g in zip(total, grads)]
+    before = [p.detach().clone() for p in model.parameters()]
+    expected = [p.detach() - 0.5 * t / 2 for p, t in zip(ref.parameters(), total)]
+
+    optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.5), accumulative_counts=2)
+    model.train_step(random_batch(seed=1), optim)
+    assert optim._inner_count == 1
+    for p, b in zip(model.parameters(), before):
+        assert torch.equal(p.detach(), b)  # no step yet
+    model.train_step(random_batch(seed=2), optim)
+    assert optim._inner_count == 2
+    for (name, p), e in zip(model.named_parameters(), expected):
+        torch.testing.assert_close(p.detach(), e, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_without_the_phase_hook_training_is_adversarial_and_warns_once():
+    import warnings
+    model = tiny_vit_classifier(hat=dict(adv_iters=3), loss=LOSSES['hard'])
+    model.train()
+    calls = []
+    model.register_forward_hook(lambda m, i, o: calls.append(torch.is_grad_enabled()))
+    optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1))
+    with pytest.warns(UserWarning, match='HATPhaseHook is not in custom_hooks'):
+        log_vars = model.train_step(random_batch(), optim)
+    assert calls == [False, True, True, True] and 'loss_kl_adv' in log_vars
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter('always')
+        model.train_step(random_batch(), optim)
+    assert not [w for w in seen if 'HATPhaseHook' in str(w.message)]  # once
+
+    # adv_epochs=0: no adversarial phase at all, and nothing to warn about
+    calls.clear()
+    none = tiny_vit_classifier(hat=dict(adv_iters=3, adv_epochs=0), loss=LOSSES['hard'])
+    none.train()
+    none.register_forward_hook(lambda m, i, o: calls.append(torch.is_grad_enabled()))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter('always')
+        log_vars = none.train_step(random_batch(), OptimWrapper(
+            torch.optim.SGD(none.parameters(), lr=0.1)))
+    assert not [w for w in seen if 'HATPhaseHook' in str(w.message)]
+    assert calls == [False, True] and 'loss_ce_adv' not in log_vars
+
+
+def test_extra_loss_terms_are_logged_from_the_first_pass():
+    """Keys besides ``loss`` of the classification loss are logged, with the value of the
+    unperturbed pass (k = 0)."""
+    model = tiny_vit_classifier(hat=dict(adv_iters=3), loss=LOSSES['hard'])
+    model.train()
+    model.set_hat_phase(True)
+    seen = []
+
+    def loss_with_probe(output, data_samples, inputs, forward_context=None):
+        loss = model.head._get_loss(output, data_samples)['loss']
+        seen.append(loss.detach())
+        return dict(loss=loss, loss_probe=loss.detach())
+
+    model.hat_classification_loss = loss_with_probe
+    log_vars = model.train_step(random_batch(), OptimWrapper(
+        torch.optim.SGD(model.parameters(), lr=0.1)))
+    assert len(seen) == 3 and not torch.equal(seen[0], seen[-1])
+    assert torch.equal(log_vars['loss_probe'], seen[0])
+    assert torch.equal(log_vars['loss_ce_clean'], seen[0])
+
+
+def test_classification_loss_is_computed_in_float32_from_low_precision_logits():
+    """Under bf16/fp16 autocast the head's logits are low precision; ``CE_k`` is computed
+    from them cast to float32."""
+    model = tiny_vit_classifier(loss=LOSSES['hard'])
+    samples = model.data_preprocessor(random_batch(), True)['data_samples']
+    logits = torch.randn(6, NUM_CLASSES, generator=torch.Generator().manual_seed(0)) * 4
+    low = logits.bfloat16()
+    loss = model.hat_classification_loss(low, samples, None)['loss']
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss, F.cross_entropy(low.float(), _targets(samples, 'hard')))

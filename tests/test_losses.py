@@ -79,13 +79,50 @@ def test_distillation_loss_from_config(kind):
         kd = (q * (q.log() - logp)).sum() * tau * tau / dist.numel()
     torch.testing.assert_close(out['loss'], (1 - alpha) * base + alpha * kd)
     torch.testing.assert_close(out['loss_distill'], kd)
+    assert torch.equal(out['loss_cls_base'], base)
 
 
 def test_distillation_loss_refuses_bad_values():
     with pytest.raises(ValueError, match="'hard', 'soft' or 'none'"):
         MODELS.build(dict(type='DistillationLoss', distillation_type='kl'))
-    with pytest.raises(ValueError, match='alpha'):
-        MODELS.build(dict(type='DistillationLoss', alpha=1.5))
+    for bad in (dict(alpha=1.5), dict(alpha=-0.1), dict(tau=0.0), dict(tau=-1.0)):
+        with pytest.raises(ValueError, match='0 <= alpha <= 1 and tau > 0'):
+            MODELS.build(dict(type='DistillationLoss', **bad))
+    for alpha in (0.0, 1.0):  # the ends of the range are valid
+        assert MODELS.build(dict(type='DistillationLoss', alpha=alpha)).alpha == alpha
+
+
+def test_loss_defaults_are_the_papers():
+    """The classifiers build these losses from bare ``dict(type=...)`` defaults: DeiT's hard
+    distillation (alpha 0.5), VOLO's token labeling (class 1.0, tokens 0.5), KL weight 1."""
+    base, dist, teacher = torch.tensor(1.3), _logits(5, 8), _logits(5, 8, seed=1)
+    kd = F.cross_entropy(dist, teacher.argmax(1))
+    out = MODELS.build(dict(type='DistillationLoss'))(base, dist, teacher)
+    torch.testing.assert_close(out['loss'], 0.5 * base + 0.5 * kd)
+    q, logp = F.softmax(teacher, -1), F.log_softmax(dist, -1)  # soft: tau 1
+    kd_soft = (q * (q.log() - logp)).sum() / dist.numel()
+    soft = MODELS.build(dict(type='DistillationLoss', distillation_type='soft'))
+    out = soft(base, dist, teacher)
+    torch.testing.assert_close(out['loss_distill'], kd_soft)
+
+    cls, tok = _logits(2, 6), _logits(2, 4, 6, seed=1)
+    t_cls, t_tok = F.softmax(_logits(2, 6, seed=2), -1), F.softmax(_logits(2, 4, 6, seed=3), -1)
+    out = MODELS.build(dict(type='TokenLabelLoss'))(cls, tok, t_cls, t_tok)
+    ce_cls = -(t_cls * F.log_softmax(cls, -1)).sum(-1).mean()
+    ce_tok = -(t_tok * F.log_softmax(tok, -1)).sum(-1).mean()
+    torch.testing.assert_close(out['loss'], 1.0 * ce_cls + 0.5 * ce_tok)
+
+    z, p_c = _logits(4, 7), F.softmax(_logits(4, 7, seed=1), -1)
+    torch.testing.assert_close(MODELS.build(dict(type='SymmetricKLLoss'))(z, p_c),
+                               MODELS.build(dict(type='SymmetricKLLoss', loss_weight=2.0))(
+                                   z, p_c) / 2)
+
+
+def test_token_label_ground_truth_mode_needs_the_ground_truth():
+    loss = MODELS.build(dict(type='TokenLabelLoss', ground_truth=True))
+    cls, tok = _logits(2, 6), _logits(2, 4, 6, seed=1)
+    with pytest.raises(ValueError, match='ground_truth=True needs the ground-truth target'):
+        loss(cls, tok, F.softmax(cls, -1))
 
 
 def test_hat_type_is_the_rule_hat_plus_the_classifier_type():

@@ -145,3 +145,94 @@ def test_rng_states_restore_from_a_checkpoint_mapped_onto_the_gpu(tmp_path):
     set_rng_state(loaded)
     for got, want in zip(draw(), expected):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def _hook_runner(model, loop='epoch', max_epochs=3, iters_per_epoch=4):
+    """The parts of a runner that HATPhaseHook reads, with the message hub's last values of
+    the HAT loss terms."""
+    from types import SimpleNamespace
+
+    from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
+    if loop == 'epoch':
+        train_loop = EpochBasedTrainLoop.__new__(EpochBasedTrainLoop)
+        train_loop._max_epochs = max_epochs
+    else:
+        train_loop = IterBasedTrainLoop.__new__(IterBasedTrainLoop)
+    said = []
+    terms = ('loss', 'loss_ce_clean', 'loss_kl_clean', 'loss_ce_adv', 'loss_kl_adv')
+    scalars = {f'train/{k}': 1.0 for k in terms}
+    return SimpleNamespace(model=model, train_loop=train_loop, epoch=0, iter=0,
+                           train_dataloader=[None] * iters_per_epoch,
+                           logger=SimpleNamespace(info=said.append),
+                           message_hub=SimpleNamespace(log_scalars=scalars), said=said)
+
+
+@pytest.mark.parametrize('kl_after_adv', [True, False])
+def test_phase_hook_epoch_rule_logs_and_stale_terms(kl_after_adv):
+    """Adversarial while epoch < adv_epochs, recomputed before every epoch and iteration;
+    the switch drops the logged terms the next phase no longer produces."""
+    from hat_mm.engine import HATPhaseHook
+
+    from .helpers import tiny_vit_classifier
+    model = tiny_vit_classifier(hat=dict(adv_epochs=2, kl_after_adv=kl_after_adv))
+    runner = _hook_runner(torch.nn.DataParallel(model), max_epochs=2)  # unwraps the module
+    hook = HATPhaseHook()
+    phases = []
+    for epoch in range(3):
+        runner.epoch = epoch
+        (hook.before_train if epoch == 0 else hook.before_train_epoch)(runner)
+        phases.append(model.hat_adversarial)
+    assert phases == [True, True, False]
+    assert runner.said[0] == ('HAT: adversarial phase (K=3, eps=0.00784314, step=0.00392157) '
+                              'until epoch 2: every epoch of this run (train_cfg.max_epochs=2) '
+                              'is adversarial')
+    tail = 'clean forward + KL kept' if kl_after_adv else 'plain loss'
+    assert runner.said[1:] == [
+        f'HAT: adversarial phase over at epoch 2 (adv_epochs=2): K=1, {tail}']
+    kept = {'train/loss', 'train/loss_ce_clean'}
+    kept |= {'train/loss_kl_clean'} if kl_after_adv else set()
+    assert set(runner.message_hub.log_scalars) == kept
+
+    model.set_hat_phase(True)  # whatever set it, the next iteration follows the epoch
+    hook.before_train_iter(runner, 0)
+    assert model.hat_adversarial is False
+    runner.train_loop._max_epochs = 3  # not the whole run: no such remark
+    runner.epoch = 1
+    hook.before_train_iter(runner, 0)
+    assert model.hat_adversarial is True and runner.said[-1].endswith('until epoch 2')
+
+
+def test_phase_hook_iteration_rule_and_checkpoint_meta():
+    """Iteration-based loops: adversarial while iter < adv_epochs * len(train_dataloader).
+    The phase goes into the checkpoint's meta and comes back from it."""
+    from hat_mm.engine import HATPhaseHook
+
+    from .helpers import tiny_vit_classifier
+    model = tiny_vit_classifier(hat=dict(adv_epochs=2))
+    runner = _hook_runner(model, loop='iter', iters_per_epoch=4)
+    hook = HATPhaseHook()
+    phases = []
+    for it in (0, 7, 8, 9):
+        runner.iter = it
+        hook.before_train_iter(runner, it)
+        phases.append(model.hat_adversarial)
+    assert phases == [True, True, False, False]
+
+    checkpoint = {}
+    hook.before_save_checkpoint(runner, checkpoint)
+    assert checkpoint['meta']['hat'] == dict(model.hat.to_dict(), adversarial=False)
+    model.set_hat_phase(True)
+    hook.after_load_checkpoint(runner, checkpoint)
+    assert model.hat_adversarial is False
+    hook.after_load_checkpoint(runner, {'meta': {}})  # a checkpoint without it: unchanged
+    assert model.hat_adversarial is False
+
+
+def test_phase_hook_refuses_a_model_without_hat():
+    from hat_mm.engine import HATPhaseHook
+
+    from .helpers import tiny_vit_classifier
+    runner = _hook_runner(tiny_vit_classifier(hat_type='ImageClassifier'))
+    with pytest.raises(TypeError, match="HATPhaseHook needs a HAT model, but model is "
+                                        "ImageClassifier"):
+        HATPhaseHook().before_train(runner)

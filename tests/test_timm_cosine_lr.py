@@ -52,6 +52,25 @@ def test_refuses_iteration_based_and_bad_epochs():
         TimmCosineLR(opt, by_epoch=False)
     with pytest.raises(ValueError, match='warmup_epochs'):
         TimmCosineLR(opt, cosine_epochs=10, warmup_epochs=20)
+    with pytest.raises(ValueError, match='cosine_epochs >= 1'):
+        TimmCosineLR(opt, cosine_epochs=0, warmup_epochs=0)
+    with pytest.raises(ValueError, match='0 <= warmup_epochs'):
+        TimmCosineLR(opt, cosine_epochs=10, warmup_epochs=-1)
+
+
+def test_defaults_are_the_official_train_py_ones():
+    """Official train.py: --epochs 300, --warmup-epochs 20, --warmup-lr 1e-6, --min-lr 1e-5
+    (310 epochs with the 10 cool-down ones)."""
+    lr = 1e-3
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    sched = TimmCosineLR(opt)
+    ours = []
+    for _ in range(310):
+        ours.append(opt.param_groups[0]['lr'])
+        sched.step()
+    expected = _timm_lrs(lr, 310, t_initial=300, lr_min=1e-5, warmup_t=20,
+                         warmup_lr_init=1e-6)
+    assert ours == pytest.approx(expected, rel=1e-12, abs=0)
 
 
 @HOOKS.register_module(force=True)

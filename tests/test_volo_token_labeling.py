@@ -169,6 +169,23 @@ def test_dense_targets_follow_crop_and_flip():
     assert set(cls[0].topk(4).indices.tolist()) == {4, 5, 6, 7}
 
 
+def test_dense_targets_of_a_non_square_map_and_bad_class_indices():
+    """A 4 x 8 map (top-1 class = column): x scales with the width, y with the height. A
+    class index outside the model's classes is refused by name."""
+    from hat_mm.models.token_label_targets import dense_token_targets, topk_to_dense
+    H, W, C = 4, 8, 8
+    cols = torch.arange(W).view(1, W).expand(H, W).float()
+    topk = torch.stack([torch.full((H, W), 20.)[None], cols[None]])[None]  # 1, 2, k=1, H, W
+    dense = topk_to_dense(topk, C)
+    box = torch.tensor([[0.5, 0.0, 1.0, 1.0]])  # the right half, every row
+    _, tok = dense_token_targets(dense, box, flips=[0], label_size=4)
+    top = tok.argmax(-1).view(4, 4)
+    assert (top == torch.tensor([4, 5, 6, 7]).view(1, 4)).all()
+    with pytest.raises(ValueError, match='class index 8 is outside the 8 classes'):
+        topk_to_dense(torch.stack([torch.ones(H, W)[None], torch.full((H, W), 8.)[None]])[None],
+                      C)
+
+
 def test_crop_transform_records_its_box(tmp_path):
     from hat_mm.datasets import LoadTokenLabel, TokenLabelRandomResizedCrop
     h, w = 60, 80
