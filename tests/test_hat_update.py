@@ -629,10 +629,21 @@ def test_extra_loss_terms_are_logged_from_the_first_pass():
     assert torch.equal(log_vars['loss_ce_clean'], seen[0])
 
 
-def test_classification_loss_is_computed_in_float32_from_low_precision_logits():
+@pytest.mark.parametrize('classifier', ['image', 'timm'])
+def test_classification_loss_is_computed_in_float32_from_low_precision_logits(classifier):
     """Under bf16/fp16 autocast the head's logits are low precision; ``CE_k`` is computed
-    from them cast to float32."""
-    model = tiny_vit_classifier(loss=LOSSES['hard'])
+    from them cast to float32 (HATImageClassifier, HATTimmClassifier)."""
+    if classifier == 'image':
+        model = tiny_vit_classifier(loss=LOSSES['hard'])
+    else:
+        from mmpretrain.registry import MODELS
+        model = MODELS.build(dict(
+            type='HATTimmClassifier', model_name='vit_tiny_patch16_224', pretrained=False,
+            num_classes=NUM_CLASSES, img_size=16, patch_size=4, depth=1,
+            loss=dict(type='CrossEntropyLoss'),
+            data_preprocessor=dict(type='mmpretrain.ClsDataPreprocessor',
+                                   num_classes=NUM_CLASSES, mean=[127.5] * 3,
+                                   std=[60.0] * 3)))
     samples = model.data_preprocessor(random_batch(), True)['data_samples']
     logits = torch.randn(6, NUM_CLASSES, generator=torch.Generator().manual_seed(0)) * 4
     low = logits.bfloat16()
