@@ -296,3 +296,33 @@ def test_a_damaged_latest_checkpoint_names_the_others_to_resume(tmp_path):
             f'{tmp_path}: best_accuracy_top1_epoch_2.pth, epoch_1.pth; resume one by its path, '
             f'e.g. the newest: --resume {tmp_path}/epoch_1.pth')):
         prepare_resume(_stub_runner(tmp_path, model, resume=True), training=True)
+
+
+def test_a_scheduler_whose_end_was_the_first_runs_max_epochs_is_named(tmp_path):
+    """mmengine fills a missing ``end`` with max_epochs and a resume restores it: resumed with
+    more epochs, such a scheduler stops at the first run's end. Said for mmengine's
+    schedulers; TimmCosineLR goes on (tests/test_timm_cosine_lr.py), and a scheduler whose
+    end is in the config is left alone."""
+    import torch
+
+    from hat_mm.engine import prepare_resume
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    path = str(tmp_path / 'epoch_2.pth')
+    saved = [dict(end=1, last_step=0), dict(end=2, last_step=0), dict(end=2, last_step=1)]
+    torch.save(dict(state_dict=model.state_dict(), meta=dict(epoch=2), optimizer=optimizer
+                    .state_dict(), param_schedulers=saved), path)
+    for max_epochs, warned in ((2, False), (5, True)):
+        runner = _stub_runner(tmp_path, model, load_from=path, resume=True,
+                              max_epochs=max_epochs)
+        runner.optim_wrapper = dict(optimizer=dict(type='SGD'))
+        runner.cfg.param_scheduler = [dict(type='LinearLR', end=1),
+                                      dict(type='CosineAnnealingLR', begin=1),
+                                      dict(type='TimmCosineLR', cosine_epochs=4)]
+        prepare_resume(runner, training=True)
+        assert [line for line in runner.logger.lines if 'param_scheduler' in line] == ([
+            f'--resume: param_scheduler.1 (CosineAnnealingLR) has no end in the config, so the '
+            f'run that saved {path} ended it at its train_cfg.max_epochs, 2, and the resumed '
+            'run keeps that end: its value stays as it is after epoch 2, up to max_epochs=5. '
+            'A config that sets param_scheduler.1.end avoids this in a new run.'] if warned
+            else [])

@@ -105,3 +105,26 @@ def test_runner_sets_one_lr_per_epoch_from_the_scaled_lr(digits_root, tmp_path):
     for epoch, lrs in per_epoch.items():
         assert len(lrs) == 3  # 48 images in batches of 16
         assert lrs == pytest.approx([expected[epoch]] * 3, rel=1e-9, abs=0)
+
+
+def test_a_run_resumed_with_more_epochs_goes_on_with_the_schedule(digits_root, tmp_path):
+    """The runner sets a missing ``end`` to ``train_cfg.max_epochs``. Before: a run of 2
+    epochs resumed with max_epochs=5 kept end=2 from its checkpoint, and epochs 3-5 all
+    trained at the LR of epoch 2."""
+    lrs = {}
+    for max_epochs, resume in ((2, False), (5, True)):
+        cfg = demo_train_cfg(digits_root, tmp_path, f'resume_lr_{max_epochs}',
+                             max_epochs=max_epochs, validate=False, resume=resume,
+                             custom_hooks=[dict(type='_RecordLR')])
+        cfg.param_scheduler = [dict(type='TimmCosineLR', cosine_epochs=4, warmup_epochs=1,
+                                    warmup_lr=1e-6, min_lr=1e-5)]  # no end, as the configs
+        runner = HATRunner.from_cfg(cfg)
+        runner.train()
+        hook = next(h for h in runner.hooks if isinstance(h, _RecordLR))
+        for epoch, lr in hook.lrs:
+            lrs.setdefault(epoch, set()).add(lr)
+    expected = _timm_lrs(cfg.optim_wrapper.optimizer.lr, 5, t_initial=4, lr_min=1e-5,
+                         warmup_t=1, warmup_lr_init=1e-6)
+    assert sorted(lrs) == [0, 1, 2, 3, 4]  # epochs 0-1, then 2-4 after the resume
+    for epoch, seen in lrs.items():
+        assert sorted(seen) == pytest.approx([expected[epoch]], rel=1e-9, abs=0), epoch

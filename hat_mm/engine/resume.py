@@ -20,6 +20,7 @@ from ..utils.checkpoint import (CheckpointError, compare_state_dicts, describe_m
                                 load_checkpoint_file, state_dict_of)
 from .merged_param_groups import merge_param_groups
 from .non_finite_hook import bare_model
+from .timm_cosine_lr import TimmCosineLR
 
 
 def _training_max_epochs(runner, training: Optional[bool]):
@@ -108,6 +109,32 @@ def prepare_resume(runner, training: Optional[bool] = None) -> None:
     saved = checkpoint.get('optimizer') if isinstance(checkpoint, dict) else None
     check_optimizer_groups(getattr(runner.optim_wrapper, 'optimizer', None), saved, path)
     _warn_a_changed_lr(runner, saved, path)
+    _warn_a_saved_scheduler_end(runner, checkpoint, path, max_epochs)
+
+
+def _warn_a_saved_scheduler_end(runner, checkpoint, path, max_epochs) -> None:
+    """mmengine fills a scheduler's missing ``end`` with ``train_cfg.max_epochs`` and a resume
+    restores it: resumed with a larger ``max_epochs``, such a scheduler stops at the first
+    run's end. ``TimmCosineLR`` (the paper configs) goes on (it keeps this run's end); for
+    the others this is said, not left silent."""
+    saved = checkpoint.get('param_schedulers') if isinstance(checkpoint, dict) else None
+    configured = runner.cfg.get('param_scheduler')
+    if not isinstance(saved, list) or not isinstance(max_epochs, int) or not configured:
+        return
+    configured = configured if isinstance(configured, (list, tuple)) else [configured]
+    for i, (cfg, state) in enumerate(zip(configured, saved)):
+        own = cfg.get('type') in ('TimmCosineLR', TimmCosineLR) if isinstance(cfg, dict) \
+            else True
+        if own or not isinstance(state, dict) or 'end' in cfg or not cfg.get('by_epoch', True):
+            continue
+        end = state.get('end')
+        if isinstance(end, int) and end < max_epochs:
+            runner.logger.warning(
+                f'--resume: param_scheduler.{i} ({cfg.get("type")}) has no end in the '
+                f'config, so the run that saved {path} ended it at its train_cfg.max_epochs, '
+                f'{end}, and the resumed run keeps that end: its value stays as it is after '
+                f'epoch {end}, up to max_epochs={max_epochs}. A config that sets '
+                f'param_scheduler.{i}.end avoids this in a new run.')
 
 
 def _refuse_a_partial_state(runner, checkpoint, path, epoch, training) -> None:

@@ -62,6 +62,24 @@ class TimmCosineLR(LRSchedulerMixin, _ParamScheduler):
         super().__init__(optimizer, begin=begin, end=end, last_step=last_step,
                          by_epoch=True, verbose=verbose)
 
+    def load_state_dict(self, state_dict: dict):
+        """The saved state, but this run's ``begin`` and ``end``. The runner fills a missing
+        ``end`` with ``train_cfg.max_epochs``: a run resumed with a larger ``max_epochs`` (one
+        first started shorter, or trained on after its end) would otherwise keep the first
+        run's ``end``, and its LR would stay at the value of that run's last epoch. The step
+        after that epoch fell at the old ``end`` and set no LR; it is made here (the
+        optimizer's state is loaded before the schedulers'), so the resumed epoch trains at
+        its own LR, as in a run of that length from the start."""
+        begin, end = self.begin, self.end
+        super().load_state_dict(state_dict)
+        self.begin, self.end = begin, end
+        due = self._global_step - self.begin  # the step of the epoch about to train
+        if self.begin <= self._global_step < self.end and self.last_step < due:
+            self.last_step = due
+            for group, value in zip(self.optimizer.param_groups, self._get_value()):
+                group[self.param_name] = value
+            self._last_value = [g[self.param_name] for g in self.optimizer.param_groups]
+
     def _get_value(self):
         return [timm_cosine_lr(self.last_step, base, self.cosine_epochs, self.warmup_epochs,
                                self.warmup_lr, self.min_lr) for base in self.base_values]
