@@ -118,7 +118,7 @@ def _warn_a_saved_scheduler_end(runner, checkpoint, path, max_epochs) -> None:
     run's end. ``TimmCosineLR`` (the paper configs) goes on (it keeps this run's end); for
     the others this is said, not left silent."""
     saved = checkpoint.get('param_schedulers') if isinstance(checkpoint, dict) else None
-    configured = runner.cfg.get('param_scheduler')
+    configured = (getattr(runner, 'cfg', None) or {}).get('param_scheduler')
     if not isinstance(saved, list) or not isinstance(max_epochs, int) or not configured:
         return
     configured = configured if isinstance(configured, (list, tuple)) else [configured]
