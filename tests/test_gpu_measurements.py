@@ -99,3 +99,91 @@ def test_list_runs_nothing_and_unknown_patterns_are_refused(tmp_path, capsys):
     assert not out.exists()
     with pytest.raises(SystemExit, match='no item matches'):
         gm.main(['--out-dir', str(out), '--only', 'nothing/*'])
+
+
+def _timed_benchmark_args(item, tmp_path, monkeypatch):
+    """The benchmark_hat.py arguments that benchmark_tables.py gives the item's timed run."""
+    from tools.analysis import benchmark_tables
+    _, args = _tool_args(gm.command(item[2], str(tmp_path), 'd'))
+    parsed = benchmark_tables.parse_args(args)
+    seen = []
+
+    def fake_run(cmd, **kwargs):
+        seen.append(cmd)
+        return argparse.Namespace(returncode=1, stdout='')
+    monkeypatch.setattr(benchmark_tables.subprocess, 'run', fake_run)
+    (config,) = parsed.configs
+    benchmark_tables.run_variant(parsed, config, parsed.variants,
+                                 benchmark_tables.variants_for(config)[parsed.variants],
+                                 str(tmp_path / 'timed.json'))
+    return seen[0][2:]
+
+
+@pytest.mark.parametrize('item', [it for it in gm.ITEMS if it[0].startswith('bench/')],
+                         ids=[it[0] for it in gm.ITEMS if it[0].startswith('bench/')])
+def test_precompile_compiles_what_the_timed_run_compiles(item, tmp_path, monkeypatch):
+    """Inductor's caches serve the timed run only if the precompile builds the same model
+    with the same options: its arguments are the timed run's but for steps and output."""
+    from tools.analysis import benchmark_hat
+    cmd = gm.precompile_command(item, str(tmp_path))
+    variant = item[0].split('/')[3]
+    compiles = variant in ('compile', 'autotune', 'fused+compile', 'all') or (
+        variant in ('defaults', 'per-param-groups')
+        and item[0].split('/')[2] in ('swin_t', 'vit_b'))  # the configs that compile on CUDA
+    assert (cmd is not None) == compiles
+    if cmd is None:
+        return
+    tool, args = _tool_args(cmd)
+    assert tool == 'tools/analysis/benchmark_hat.py'
+    pre = vars(benchmark_hat.parse_args(args))
+    timed = vars(benchmark_hat.parse_args(_timed_benchmark_args(item, tmp_path, monkeypatch)))
+    assert (pre['iters'], pre['warmup']) == (1, 2)
+    assert pre['out'].startswith(str(tmp_path))
+    for key in ('iters', 'warmup', 'out'):
+        pre.pop(key), timed.pop(key)
+    assert pre == timed
+
+
+def test_precompile_runs_side_by_side_and_halves_the_estimates_of_warm_items(tmp_path):
+    out = tmp_path / 'out'
+    items = [
+        ('bench/bf16/m/defaults', 9, ['-c', 'pass']),
+        ('bench/bf16/m/broken', 9, ['-c', 'pass']),
+        ('profile/m', 9, ['-c', 'pass']),  # the same graphs as bench/bf16/m/defaults
+        ('throughput/m/default', 9, ['-c', 'pass']),
+        ('bench/bf16/other/defaults', 9, ['-c', 'pass']),  # after the first 2: not compiled
+        ('gpu_check', 9, ['-c', 'pass']),
+    ]
+
+    def stand_in(item, out_dir):
+        if not item[0].startswith('bench/'):
+            return None
+        code = 'import sys, time; time.sleep(2); '
+        code += 'sys.exit(1)' if 'broken' in item[0] else f"open(r'{out_dir}/made', 'w')"
+        return [sys.executable, '-c', code]
+
+    rows = gm.main(['--out-dir', str(out), '--budget', '10', '--precompile', '2'],
+                   items=items, precompile_command_of=stand_in)
+    status = {r['item']: r['status'] for r in rows}
+    assert (out / 'made').exists()
+    assert status['precompile'] == 'done: 1 of 2 (not: bench/bf16/m/broken)'
+    assert rows[0]['seconds'] < 3.9  # the two 2-second compiles ran side by side
+    for warm in ('bench/bf16/m/defaults', 'profile/m', 'throughput/m/default'):
+        assert status[warm] == 'done'
+    for cold in ('bench/bf16/m/broken', 'bench/bf16/other/defaults', 'gpu_check'):
+        assert status[cold].startswith('not run (needs ~9 s')
+    assert next(r for r in rows if r['item'] == 'profile/m')['estimate'] == 4  # 9 halved
+    assert 'time.sleep(2)' in (out / 'logs' / 'precompile_bench_bf16_m_broken.log').read_text()
+    index = json.loads((out / 'measurements.json').read_text())
+    assert index['items'][0]['item'] == 'precompile'
+
+
+def test_precompile_is_stopped_when_its_time_ends(tmp_path):
+    def stand_in(item, out_dir):
+        return [sys.executable, '-c', 'import time; time.sleep(60)']
+    rows = gm.main(['--out-dir', str(tmp_path), '--budget', '3', '--precompile', '1'],
+                   items=[('bench/bf16/m/defaults', 1, ['-c', 'pass'])],
+                   precompile_command_of=stand_in)
+    assert rows[0]['status'] == 'done: 0 of 1 (not: bench/bf16/m/defaults)'
+    assert rows[0]['seconds'] < 30
+    assert rows[1]['status'].startswith('not run')  # the budget is spent
