@@ -187,3 +187,9 @@ def test_precompile_is_stopped_when_its_time_ends(tmp_path):
     assert rows[0]['status'] == 'done: 0 of 1 (not: bench/bf16/m/defaults)'
     assert rows[0]['seconds'] < 30
     assert rows[1]['status'].startswith('not run')  # the budget is spent
+
+
+def test_a_negative_precompile_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        gm.parse_args(['--precompile', '-1'])
+    assert '--precompile -1: give how many items' in capsys.readouterr().err

@@ -210,7 +210,11 @@ def parse_args(argv=None):
                    help='first compile the steps of the first N chosen items that compile, '
                    'all at once (inductor caches them for the timed runs)')
     p.add_argument('--list', action='store_true', help='print the plan, run nothing')
-    return p.parse_args(argv)
+    a = p.parse_args(argv)
+    if a.precompile < 0:
+        p.error(f'--precompile {a.precompile}: give how many items to compile first, 0 '
+                '(none, the default) or more, e.g. --precompile 4')
+    return a
 
 
 def command(argv, out_dir, data):
