@@ -271,3 +271,35 @@ def test_training_set_smaller_than_a_batch_is_named(digits_root, tmp_path):
             'train_dataloader.drop_last=True') in res.stdout, res.stdout[-3000:]
     assert 'train_dataloader.drop_last=False' in res.stdout
     assert 'epoch_length' not in res.stdout
+
+
+@pytest.mark.parametrize('launcher, rank_env, first', [
+    ('none', {}, True), ('pytorch', {'RANK': '0'}, True), ('pytorch', {'RANK': '3'}, False),
+    ('slurm', {'SLURM_PROCID': '0'}, True), ('slurm', {'SLURM_PROCID': '5'}, False),
+    ('mpi', {'OMPI_COMM_WORLD_RANK': '1'}, False)])
+@pytest.mark.parametrize('tool', ['train', 'test'])
+def test_checks_before_the_runner_warn_once_per_job(tool, launcher, rank_env, first,
+                                                    monkeypatch, capsys, tmp_path):
+    """Before: each process of ``dist_train.sh CONFIG 8`` gave the same config warnings (an
+    unread ``--cfg-options`` key, NCCL error handling off) and ``test.py --amp``'s CPU line,
+    eight times. Now rank 0 gives them; the run stops here at the missing data either way."""
+    import importlib
+    for name in ('RANK', 'SLURM_PROCID', 'OMPI_COMM_WORLD_RANK'):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in rank_env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv('TORCH_NCCL_ASYNC_ERROR_HANDLING', '0')
+    monkeypatch.setattr('torch.cuda.is_available', lambda: False)
+    missing = str(tmp_path / 'no_data')
+    argv = [DEMO_CONFIG] + (['missing.pth'] if tool == 'test' else []) + [
+        '--launcher', launcher, '--work-dir', str(tmp_path), '--cfg-options', 'my_notes=x',
+        f'{tool}_dataloader.dataset.data_root={missing}'] + (['--amp'] if tool == 'test' else [])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        with pytest.raises((SystemExit, FileNotFoundError, ValueError), match='no_data'):
+            importlib.import_module(f'tools.{tool}').main(argv)
+    messages = [str(w.message) for w in caught]
+    assert any("'my_notes' is not a key of this config" in m for m in messages) == first
+    assert any('turns off NCCL error handling' in m for m in messages) == first
+    if tool == 'test':
+        assert ('--amp without a GPU' in capsys.readouterr().out) == first

@@ -59,9 +59,12 @@ def main(argv=None):
     from hat_mm.utils import (check_checkpoint_file, check_dataset_paths, check_evaluator_files,
                               end_process_group, init_cpu_process_group, load_weights_strict,
                               set_collective_timeout, watch_ranks)
-    from hat_mm.utils.tool_args import load_tool_config
+    from hat_mm.utils.tool_args import (launcher_rank, load_tool_config,
+                                         warnings_of_first_rank)
 
     cfg = load_tool_config(args)
+    with warnings_of_first_rank(args.launcher):
+        timeout = set_collective_timeout(cfg)
     compile_off = not args.compile and not all(
         c in (None, False) for c in (cfg.get('compile'), cfg.model.get('compile')))
     if compile_off:
@@ -70,7 +73,8 @@ def main(argv=None):
             cfg.model.compile = None
     if args.amp:
         cfg.test_cfg = dict(cfg.get('test_cfg') or {}, fp16=True)
-        if not torch.cuda.is_available():  # mmengine's autocast: bf16 on CPU, fp16 on CUDA
+        if not torch.cuda.is_available() and launcher_rank(args.launcher) == 0:
+            # mmengine's autocast: bf16 on CPU, fp16 on CUDA; said once per job
             print('[test] --amp without a GPU: the evaluation runs under CPU autocast in '
                   'bfloat16 (fp16 on CUDA); the metrics can differ slightly from fp32.')
     if args.tta:
@@ -84,7 +88,6 @@ def main(argv=None):
     check_evaluator_files(cfg, ['test_evaluator'])
     check_checkpoint_file(args.checkpoint)
     cfg.load_from, cfg.resume = None, False  # loaded below, strictly
-    timeout = set_collective_timeout(cfg)
     init_cpu_process_group(cfg, args.launcher)  # gloo when there is no GPU
 
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)

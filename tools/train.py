@@ -61,10 +61,11 @@ def main(argv=None):
     from hat_mm.utils import (check_checkpoint_file, check_dataset_paths, check_evaluator_files,
                               check_pretrained_paths, end_process_group, init_cpu_process_group,
                               set_collective_timeout, watch_ranks)
-    from hat_mm.utils.tool_args import load_tool_config
+    from hat_mm.utils.tool_args import load_tool_config, warnings_of_first_rank
 
     cfg = merge_args(load_tool_config(args), args)
-    timeout = set_collective_timeout(cfg)
+    with warnings_of_first_rank(args.launcher):
+        timeout = set_collective_timeout(cfg)
     validate = all(cfg.get(k) is not None for k in ('val_cfg', 'val_dataloader',
                                                     'val_evaluator'))  # mmengine's rule
     loaders = ['train_dataloader'] + (['val_dataloader'] if validate else [])

@@ -2,8 +2,10 @@
 line, the config they load (checked ``--cfg-options`` merged, launcher, work dir), and the
 mixed-precision optim wrapper of ``--amp`` (also used by ``tools/analysis/benchmark_hat.py``)."""
 import argparse
+import contextlib
 import os
 import os.path as osp
+import warnings
 
 from mmengine.config import Config, DictAction
 
@@ -23,6 +25,28 @@ def add_runner_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
+# The variable each launcher gives a process its global rank in (before the process group).
+LAUNCHER_RANK_VARS = dict(pytorch='RANK', slurm='SLURM_PROCID', mpi='OMPI_COMM_WORLD_RANK')
+
+
+def launcher_rank(launcher: str) -> int:
+    """This process's rank as ``launcher`` gives it, readable before the process group
+    exists (0 without a launcher)."""
+    name = LAUNCHER_RANK_VARS.get(launcher)
+    return int(os.environ.get(name, 0)) if name else 0
+
+
+@contextlib.contextmanager
+def warnings_of_first_rank(launcher: str):
+    """Warnings of the checks made before the runner (the config, the environment) once per
+    job, from rank 0, instead of once from every process: the other ranks drop theirs. (Once
+    the runner is built, mmengine's logger keeps the other ranks' consoles for errors.)"""
+    with warnings.catch_warnings():
+        if launcher_rank(launcher) > 0:
+            warnings.simplefilter('ignore')
+        yield
+
+
 def load_tool_config(args: argparse.Namespace) -> Config:
     """The config of ``args.config`` with the checked ``--cfg-options``, the launcher and the
     work dir applied; also exports ``LOCAL_RANK`` as the launchers expect."""
@@ -35,7 +59,8 @@ def load_tool_config(args: argparse.Namespace) -> Config:
             'or torchrun --nproc_per_node=GPUS tools/train.py CONFIG --launcher pytorch; one '
             'process: leave --launcher out.')
     cfg = Config.fromfile(args.config)
-    check_cfg_options(cfg, args.cfg_options)
+    with warnings_of_first_rank(args.launcher):
+        check_cfg_options(cfg, args.cfg_options)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     cfg.launcher = args.launcher
