@@ -60,7 +60,7 @@ def main(argv=None):
                               end_process_group, init_cpu_process_group, load_weights_strict,
                               set_collective_timeout, watch_ranks)
     from hat_mm.utils.tool_args import (launcher_rank, load_tool_config,
-                                         warnings_of_first_rank)
+                                        warnings_of_first_rank)
 
     cfg = load_tool_config(args)
     with warnings_of_first_rank(args.launcher):
