@@ -483,3 +483,25 @@ def test_converted_and_written_files_are_never_partial(tmp_path, monkeypatch):
     assert target.read_bytes() == b'old' and os.listdir(tmp_path) == ['out.pth']
     write_atomically(str(target), b'new')
     assert target.read_bytes() == b'new' and os.listdir(tmp_path) == ['out.pth']
+
+
+def test_optimizer_state_is_named_by_parameter_when_the_groups_match():
+    """A checkpoint's optimizer state names its parameters when the optimizer's groups hold
+    as many parameters as the saved groups, and counts them by index otherwise."""
+    from hat_mm.engine.non_finite_hook import optimizer_state_tensors
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
+    weights, biases = [m.weight for m in model], [m.bias for m in model]
+    optimizer = torch.optim.AdamW([dict(params=weights), dict(params=biases)])
+    model(torch.ones(1, 2)).sum().backward()
+    optimizer.step()
+    state = optimizer.state_dict()
+    named = dict(optimizer_state_tensors(state, optimizer, model))
+    assert torch.equal(named['optimizer exp_avg of 1.weight'],
+                       optimizer.state[weights[1]]['exp_avg'])
+    assert torch.equal(named['optimizer exp_avg_sq of 0.bias'],
+                       optimizer.state[biases[0]]['exp_avg_sq'])
+    other = torch.optim.AdamW([dict(params=weights + biases[:1]), dict(params=biases[1:])])
+    for groups in (other, None):  # saved from other groups, or none given: by index
+        keys = [k for k, _ in optimizer_state_tensors(state, groups, model)]
+        assert 'optimizer exp_avg of parameter #3' in keys and not any('weight' in k for k in keys)
+    assert list(optimizer_state_tensors(None, optimizer, model)) == []

@@ -75,18 +75,25 @@ def first_non_finite_tensor(named: Iterable[Tuple[str, object]]) -> Optional[str
     return next((k for k, v in tensors if not bool(torch.isfinite(v).all())), None)
 
 
+def _parameter_names(state: dict, optimizer, model) -> list:
+    """The names of the parameters that ``state``'s indices count, when ``optimizer``'s
+    groups hold as many parameters as the saved ones (the state is theirs); else ``[]``."""
+    if optimizer is None or model is None:
+        return []
+    saved = [len(group['params']) for group in state.get('param_groups') or []]
+    if saved != [len(group['params']) for group in optimizer.param_groups]:
+        return []
+    name_of = {id(p): n for n, p in model.named_parameters()}
+    return [name_of.get(id(p)) for group in optimizer.param_groups for p in group['params']]
+
+
 def optimizer_state_tensors(state: Optional[dict], optimizer=None, model=None) -> Iterator:
     """``('exp_avg of backbone.x', tensor)`` pairs of an optimizer ``state_dict()`` (the
     parameters are named when ``optimizer``'s groups, those the state was saved from, and
     ``model`` are given; by index otherwise)."""
-    names = []
-    if optimizer is not None and model is not None and len(state.get('param_groups') or []) \
-            == len(optimizer.param_groups) and all(
-                len(a['params']) == len(b['params'])
-                for a, b in zip(state['param_groups'], optimizer.param_groups)):
-        name_of = {id(p): n for n, p in model.named_parameters()}
-        names = [name_of.get(id(p)) for g in optimizer.param_groups for p in g['params']]
-    for index, values in ((state or {}).get('state') or {}).items():
+    state = state or {}
+    names = _parameter_names(state, optimizer, model)
+    for index, values in (state.get('state') or {}).items():
         name = names[index] if isinstance(index, int) and index < len(names) \
             and names[index] else f'parameter #{index}'
         for key, value in (values.items() if isinstance(values, dict) else ()):
