@@ -236,3 +236,21 @@ def test_phase_hook_refuses_a_model_without_hat():
     with pytest.raises(TypeError, match="HATPhaseHook needs a HAT model, but model is "
                                         "ImageClassifier"):
         HATPhaseHook().before_train(runner)
+
+
+def test_auto_scale_lr_scales_the_logged_base_lr_too(digits_root, tmp_path):
+    """mmengine's ``scale_lr`` scales the optimizer's groups but not the optim wrapper's
+    base settings, which the schedulers step and the log shows as ``base_lr``: a paper
+    config on 8 x 256 images logged a ``base_lr`` half its ``lr``. Both are scaled now."""
+    cfg = demo_train_cfg(digits_root, tmp_path, 'scaled', max_epochs=1, validate=False)
+    cfg.custom_hooks = []
+    cfg.auto_scale_lr = dict(enable=True, base_batch_size=4)  # 16 images: the LR x 4
+    runner = HATRunner.from_cfg(cfg)
+    runner.train()
+    wrapper = runner.optim_wrapper
+    assert wrapper.base_param_settings is not None, 'the demo optimizer has several groups'
+    lrs = wrapper.get_lr()
+    group = next(g for g in wrapper.optimizer.param_groups if g.get('lr_mult', 1) == 1)
+    assert lrs['base_lr'][0] == pytest.approx(group['lr'], rel=1e-9)
+    assert wrapper.base_param_settings['initial_lr'] == pytest.approx(
+        4 * cfg.optim_wrapper.optimizer.lr, rel=1e-9)

@@ -23,6 +23,7 @@ The rewritten config is the one dumped to the work dir, so it shows what actuall
 import copy
 
 from mmengine.config import Config, ConfigDict
+from mmengine.optim import OptimWrapperDict
 from mmengine.registry import RUNNERS
 from mmengine.runner import EpochBasedTrainLoop, Runner
 
@@ -147,6 +148,21 @@ class HATRunner(Runner):
                 f"{', '.join(late)}. The config file's values stay when --cfg-options changes "
                 'train_cfg.max_epochs; set these too for a shorter run.')
         return loop
+
+    def scale_lr(self, optim_wrapper, auto_scale_lr=None) -> None:
+        """mmengine's linear scaling (``auto_scale_lr`` / ``--auto-scale-lr``), applied to
+        the optim wrapper's base settings too: mmengine scales only the optimizer's groups,
+        and the schedulers then step the base settings from the unscaled LR, which the log
+        shows as ``base_lr`` beside the scaled ``lr``."""
+        wrappers = list(optim_wrapper.values()) if isinstance(
+            optim_wrapper, OptimWrapperDict) else [optim_wrapper]
+        before = [[g['lr'] for g in w.optimizer.param_groups] for w in wrappers]
+        super().scale_lr(optim_wrapper, auto_scale_lr)
+        for wrapper, lrs in zip(wrappers, before):
+            base = getattr(wrapper, 'base_param_settings', None)
+            scaled = [(g['lr'], lr) for g, lr in zip(wrapper.optimizer.param_groups, lrs) if lr]
+            if base is not None and scaled:
+                base['lr'] = base['lr'] * scaled[0][0] / scaled[0][1]
 
     def load_or_resume(self) -> None:
         prepare_resume(self)
