@@ -300,6 +300,23 @@ def test_corrupt_file_and_same_output_are_refused(vit_t, tmp_path):
     assert open(good, 'rb').read() == before
 
 
+@pytest.mark.parametrize('script', ['timm_to_mmpretrain.py', 'timm_volo_deit_to_mmpretrain.py'])
+def test_a_checkpoint_of_train_py_is_said_to_need_no_conversion(script, tmp_path):
+    """Before: "the weights match none of the supported architectures", which reads as a
+    broken checkpoint; a tools/train.py checkpoint loads as it is, downstream too."""
+    src = tmp_path / 'epoch_1.pth'
+    torch.save({'state_dict': OrderedDict([('backbone.patch_embed.projection.weight',
+                                            torch.zeros(96, 3, 4, 4)),
+                                           ('head.fc.weight', torch.zeros(1000, 768))]),
+                'meta': {}}, src)
+    dst = tmp_path / 'converted.pth'
+    proc = run_tool([sys.executable, osp.join(ROOT, 'tools', 'model_converters', script),
+                     str(src), str(dst)])
+    assert proc.returncode == 1 and not dst.exists()
+    assert 'needs no conversion' in proc.stdout
+    assert f'model.backbone.init_cfg.checkpoint={src}' in proc.stdout
+
+
 def test_cli_end_to_end(swin_t, tmp_path):
     src = release_file(tmp_path / 'hat_swin_tiny_patch4_window7_224.pth.tar',
                        official_swin_state_dict(swin_t), 'swin_tiny_patch4_window7_224')

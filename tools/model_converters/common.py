@@ -36,6 +36,13 @@ def load_release(src: str, ema: bool = False) -> Tuple[Dict[str, torch.Tensor], 
                               'without --ema.')
     keys = ('state_dict_ema', ) if ema else ('state_dict', 'model')
     state = OrderedDict(state_dict_of(ckpt, f'{what} {src}', keys))
+    if any(k.startswith('backbone.') for k in state):
+        raise CheckpointError(
+            f'{src} is in mmpretrain\'s layout already (its keys start with backbone.: a '
+            'checkpoint of tools/train.py, or one converted before), not a timm release: it '
+            f'needs no conversion. Use it as it is: python tools/test.py CONFIG {src}, or for '
+            'detection and segmentation --cfg-options model.backbone.init_cfg.checkpoint='
+            f'{src}. Nothing was written.')
     info = {k: v for k, v in ckpt.items()
             if k not in ('state_dict', 'state_dict_ema', 'model', 'optimizer', 'amp_scaler')}
     return state, info
