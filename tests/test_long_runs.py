@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from types import SimpleNamespace
 
 import pytest
@@ -169,6 +170,20 @@ def test_non_finite_check_counts_only_what_loss_scaling_cannot_absorb():
         _step(hook, runner, loss=1.0)
     with pytest.raises(ValueError, match='max_bad_steps'):
         NonFiniteCheckHook(max_bad_steps=0)
+
+
+def test_non_finite_check_reads_losses_that_require_grad_without_a_warning():
+    """mmdet's and mmseg's logged losses still require grad: ``float()`` of one warned in
+    every iteration of a detection or segmentation run."""
+    from hat_mm.engine import NonFiniteCheckHook
+    runner, hook = _fake_runner(), NonFiniteCheckHook()
+    hook.before_train(runner)
+    weight = torch.ones((), requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        hook.after_train_iter(runner, 0, outputs={'loss': weight * 2, 'acc': weight})
+    with pytest.raises(RuntimeError, match='loss_bbox=nan'):
+        hook.after_train_iter(runner, 1, outputs={'loss_bbox': weight * float('nan')})
 
 
 def test_a_resumed_run_names_the_checkpoint_it_resumed_from():

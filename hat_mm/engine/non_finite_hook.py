@@ -174,7 +174,9 @@ class NonFiniteCheckHook(Hook):
         bad = []
         for name, value in (outputs or {}).items():
             if 'loss' in name and (torch.is_tensor(value) or isinstance(value, (int, float))):
-                value = float(value)  # already synchronised by RuntimeInfoHook's logging
+                # already synchronised by RuntimeInfoHook's logging; mmdet's and mmseg's
+                # logged losses still require grad (float() of one warns)
+                value = float(value.detach() if torch.is_tensor(value) else value)
                 if not math.isfinite(value):
                     bad.append(f'{name}={value}')
         scaler = self._scaler(runner)
