@@ -306,7 +306,8 @@ def test_train_then_test_from_hat_checkpoint(arch, tiny_coco, hat_ckpt, tmp_path
     out = res.stdout
     assert res.returncode == 0, out[-6000:]
     assert (f'model.backbone: every weight matches the pretrained checkpoint {ckpt} '
-            "(prefix='backbone.')") in out  # CheckPretrainedKeysHook
+            "(prefix='backbone.'); the 6 weights of the layers it does not have (norm0, "
+            'norm1, norm2) keep their initialisation, as expected') in out  # the hook's
     assert 'Epoch(train) [1][2/2]' in out and 's2.loss_mask' in out
     assert 'coco/bbox_mAP' in out and 'coco/segm_mAP' in out  # validation after the epoch
     trained = work / 'epoch_1.pth'

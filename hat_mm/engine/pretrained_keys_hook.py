@@ -74,8 +74,9 @@ class CheckPretrainedKeysHook(Hook):
                 continue
             for cfg in _pretrained_cfgs(module):
                 where = f'model.{name}' if name else 'model'
-                result = compare_with_checkpoint(module, cfg['checkpoint'],
-                                                 cfg.get('prefix'), self.allow_missing)
+                result = compare_with_checkpoint(module, cfg['checkpoint'], cfg.get('prefix'))
+                new = [k for k in result['missing'] if k.startswith(self.allow_missing)]
+                result['missing'] = [k for k in result['missing'] if k not in new]
                 problems = describe_mismatch(result)
                 if problems:
                     raise CheckpointError(
@@ -84,8 +85,15 @@ class CheckPretrainedKeysHook(Hook):
                         f'{problems}. Use a checkpoint of the same '
                         'architecture (convert official releases with tools/model_converters/'
                         'timm_to_mmpretrain.py) or fix the prefix.')
-                runner.logger.info(f"{where}: every weight matches the pretrained checkpoint "
-                                   f"{cfg['checkpoint']} (prefix={cfg.get('prefix')!r})")
+                layers = sorted({a.rstrip('.') for a in self.allow_missing for k in new
+                                 if k.startswith(a)})
+                runner.logger.info(
+                    f"{where}: every weight matches the pretrained checkpoint "
+                    f"{cfg['checkpoint']} (prefix={cfg.get('prefix')!r})"
+                    + (f"; the {len(new)} weights of the layers it does not have "
+                       f"({', '.join(layers)}) keep their initialisation, as expected "
+                       "(mmengine's warning above about missing keys names them)"
+                       if new else ''))
                 self._reinit(module, where, runner.logger)
 
     def _reinit(self, module, where: str, logger) -> None:
