@@ -141,3 +141,25 @@ def test_end_process_group_tears_the_group_down(tmp_path):
                             world_size=1)
     end_process_group()
     assert not dist.is_initialized()
+
+
+@pytest.mark.parametrize('config', [
+    'configs/downstream/cascade-mask-rcnn_hat-swin-t-p4-w7_fpn_giou-4conv1f_ms-crop-3x_coco.py',
+    'configs/downstream/upernet_hat-swin-t-p4-w7_8xb2-160k_ade20k-512x512.py'])
+def test_sync_bn_configs_are_refused_for_several_cpu_processes(config, monkeypatch):
+    """Before: each rank of ``dist_train.sh DET_CONFIG 2`` on CPU failed in DDP with
+    "device_ids ... only work with GPU modules", then "SyncBatchNorm layers only work with
+    GPU modules". The HAT configs (no SyncBN) still run on CPU with gloo."""
+    from mmengine.config import Config
+
+    from hat_mm.utils.dist_env import init_cpu_process_group, sync_bn_keys
+    cfg = Config.fromfile(config)
+    assert sync_bn_keys(cfg.model, 'model.')
+    monkeypatch.setattr('torch.cuda.is_available', lambda: False)
+    with pytest.raises(SystemExit, match=r'SyncBN layer\(s\) in this config \(model\..*'
+                                         r'On CPU run one process'):
+        init_cpu_process_group(cfg, 'pytorch')
+    assert not torch.distributed.is_initialized()
+    for hat_config in ('configs/hat_swin_t.py', 'configs/hat_vit_b.py', DEMO_CONFIG,
+                       'configs/hat_volo_d1_224.py', 'configs/hat_deit_b_distilled.py'):
+        assert sync_bn_keys(Config.fromfile(hat_config).model) == [], hat_config

@@ -57,14 +57,39 @@ def set_collective_timeout(cfg) -> float:
     return float(timeout)
 
 
+SYNC_BN_TYPES = ('SyncBN', 'MMSyncBN', 'SyncBatchNorm')
+
+
+def sync_bn_keys(cfg, prefix: str = '') -> list:
+    """The keys of ``cfg`` (a config or a part of one) whose ``type`` is a SyncBN layer."""
+    if isinstance(cfg, dict):
+        here = [prefix[:-1]] if cfg.get('type') in SYNC_BN_TYPES else []
+        return here + [k for key, value in cfg.items()
+                       for k in sync_bn_keys(value, f'{prefix}{key}.')]
+    if isinstance(cfg, (list, tuple)):
+        return [k for i, value in enumerate(cfg) for k in sync_bn_keys(value, f'{prefix}{i}.')]
+    return []
+
+
 def init_cpu_process_group(cfg, launcher: str) -> None:
     """Start ``torch.distributed`` with gloo when launched on a machine without a GPU.
 
     mmengine's launcher would call ``torch.cuda.set_device``; on CPU the tools start the
-    process group themselves, with the config's collective timeout.
+    process group themselves, with the config's collective timeout. A model with SyncBN
+    layers (the detection and segmentation configs) is refused: DDP runs them on GPUs only
+    (one process on CPU reverts them to BN).
     """
     if launcher == 'none' or torch.cuda.is_available() or dist.is_initialized():
         return
+    sync_bn = sync_bn_keys(cfg.get('model'), 'model.') + (
+        [f"sync_bn={cfg['sync_bn']!r}"] if cfg.get('sync_bn') else [])
+    if sync_bn:
+        raise SystemExit(
+            f'{len(sync_bn)} SyncBN layer(s) in this config ({", ".join(sync_bn[:3])}'
+            f'{", ..." if len(sync_bn) > 3 else ""}): PyTorch runs SyncBN in several '
+            'processes on GPUs only, and this machine has none. On CPU run one process '
+            '(python tools/train.py CONFIG, or tools/test.py CONFIG CHECKPOINT), where mmengine '
+            'turns SyncBN into BN; or train on GPUs.')
     timeout = cfg.env_cfg.dist_cfg.timeout
     dist.init_process_group(backend='gloo', timeout=datetime.timedelta(seconds=timeout))
     cfg.env_cfg.dist_cfg.backend = 'gloo'
