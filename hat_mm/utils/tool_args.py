@@ -58,7 +58,12 @@ def load_tool_config(args: argparse.Namespace) -> Config:
             'Use bash tools/dist_train.sh CONFIG GPUS (or tools/dist_test.sh CONFIG CKPT GPUS), '
             'or torchrun --nproc_per_node=GPUS tools/train.py CONFIG --launcher pytorch; one '
             'process: leave --launcher out.')
-    cfg = Config.fromfile(args.config)
+    with warnings.catch_warnings():
+        # mmengine finds the packages of `mmpretrain::` (...) bases through pkg_resources,
+        # which setuptools deprecates with a warning at each lookup: nothing a user can act on
+        warnings.filterwarnings('ignore', message='pkg_resources is deprecated',
+                                category=UserWarning)
+        cfg = Config.fromfile(args.config)
     with warnings_of_first_rank(args.launcher):
         check_cfg_options(cfg, args.cfg_options)
     if args.cfg_options:
