@@ -108,17 +108,20 @@ def test_corrupt_checkpoint_is_refused_by_test_tool(digits_root, tmp_path):
 
 
 def _fake_srun(tmp_path):
-    """An ``srun`` on PATH that records its arguments and PYTHONPATH instead of launching."""
+    """An ``srun`` on PATH that records its arguments, PYTHONPATH and MKL_NUM_THREADS instead
+    of launching."""
     bin_dir = tmp_path / 'bin'
     bin_dir.mkdir()
     srun = bin_dir / 'srun'
     srun.write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@" > "$SRUN_LOG"\n'
-                    'echo "PYTHONPATH=$PYTHONPATH" >> "$SRUN_LOG"\n')
+                    'echo "PYTHONPATH=$PYTHONPATH" >> "$SRUN_LOG"\n'
+                    'echo "$MKL_NUM_THREADS" > "$SRUN_LOG.mkl"\n')
     srun.chmod(0o755)
     log = tmp_path / 'srun.log'
     env = dict(os.environ, PATH=f'{bin_dir}{os.pathsep}{os.environ["PATH"]}',
                SRUN_LOG=str(log), GPUS='16')
     env.pop('CPUS_PER_TASK', None)
+    env.pop('MKL_NUM_THREADS', None)
     return env, log
 
 
@@ -137,6 +140,8 @@ def test_slurm_launchers_run_one_task_per_gpu_with_the_slurm_launcher(
     assert srun_options == ['-p', 'gpu', '--job-name=hat', '--gres=gpu:8', '--ntasks=16',
                             '--ntasks-per-node=8', '--cpus-per-task=8', '--kill-on-bad-exit=1']
     assert recorded[-1].startswith(f'PYTHONPATH={root}:')
+    # mmengine's value for each process of a distributed run, set before it warns about it
+    assert (tmp_path / 'srun.log.mkl').read_text() == '1\n'
     assert command[1:3] == ['-u', osp.join(root, 'tools', f'{entry}.py')]
     # what tools/train.py / tools/test.py make of the rest
     tool = importlib.import_module(f'tools.{entry}')
