@@ -28,6 +28,32 @@ def test_synthetic_imagenet_layout_and_jpeg_size(tmp_path):
     assert 60e3 < r['mean_bytes'] < 200e3  # about an ImageNet photograph's file
 
 
+def test_a_data_set_of_ones_own_is_never_overwritten(tmp_path):
+    """Before: ``--data`` pointing at a smaller real data set rewrote its meta/train.txt,
+    emptied its val.txt and mixed generated images into its train/ folder."""
+    from tools.analysis.train_throughput import ensure_data
+    mine = tmp_path / 'mine'
+    (mine / 'meta').mkdir(parents=True)
+    (mine / 'meta' / 'train.txt').write_text('cat/1.jpg 0\ndog/2.jpg 1\n')
+    (mine / 'meta' / 'val.txt').write_text('3.jpg 0\n')
+    before = sorted(p.relative_to(mine) for p in mine.rglob('*'))
+    with pytest.raises(SystemExit, match=r'--data .*mine: 8 training images are needed and '
+                                         r'it has 2; it is not written into'):
+        ensure_data(str(mine), 8, '32x24')
+    with pytest.raises(FileExistsError, match='no SYNTHETIC_IMAGENET marker'):
+        make_synthetic_imagenet(str(mine), num_train=8, num_val=0, num_classes=2, workers=1)
+    assert sorted(p.relative_to(mine) for p in mine.rglob('*')) == before
+    assert (mine / 'meta' / 'val.txt').read_text() == '3.jpg 0\n'
+    # generated folders (marked) are topped up; enough images are used as they are
+    made = tmp_path / 'made'
+    ensure_data(str(made), 4, '32x24')
+    ensure_data(str(made), 6, '32x24')
+    assert len((made / 'meta' / 'train.txt').read_text().split('\n')[:-1]) == 6
+    stamp = (made / 'meta' / 'train.txt').stat().st_mtime_ns
+    ensure_data(str(made), 5, '32x24')
+    assert (made / 'meta' / 'train.txt').stat().st_mtime_ns == stamp
+
+
 def test_fed_by_picks_the_fewest_workers_near_the_best():
     rows = [dict(workers=2, img_per_s=500, data_share=0.40),
             dict(workers=4, img_per_s=980, data_share=0.03),

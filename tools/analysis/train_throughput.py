@@ -85,14 +85,26 @@ def parse_args(argv=None):
 
 
 def ensure_data(path, images, size):
-    from tools.dataset_converters.make_synthetic_imagenet import (make_synthetic_imagenet,
+    """Generated JPEG images in ``path``: those there if they are enough, else generated
+    anew, into a missing or empty folder or one of generated images only (a data set of
+    yours, given by mistake, is refused, not overwritten)."""
+    from tools.dataset_converters.make_synthetic_imagenet import (check_writable_folder,
+                                                                  make_synthetic_imagenet,
                                                                   parse_size)
     meta = osp.join(path, 'meta', 'train.txt')
+    have = None
     if osp.exists(meta):
         with open(meta) as f:
             have = sum(1 for line in f if line.strip())
         if have >= images:
             return
+    try:
+        check_writable_folder(path)
+    except FileExistsError as err:
+        raise SystemExit(f'--data {path}: {images} training images are needed'
+                         + (f' and it has {have}' if have is not None else '')
+                         + f'; it is not written into: {err}') from None
+    if have is not None:
         print(f'[train_throughput] {path} has {have} images, {images} needed: regenerating')
     print(f'[train_throughput] generating {images} JPEG images into {path} ...', flush=True)
     make_synthetic_imagenet(path, num_train=images, num_val=0, num_classes=10,

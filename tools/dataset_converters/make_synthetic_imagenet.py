@@ -11,6 +11,10 @@ without the real data set:
         [--train 4096] [--val 256] [--classes 100] [--size 500x375] [--quality 90]
         [--token-labels GRID]
 
+The folder is marked as generated (a ``SYNTHETIC_IMAGENET`` file in it): only a missing or
+empty folder, or one so marked, is written into, so a real data set given by mistake is
+refused, not overwritten.
+
 ``--token-labels GRID`` also writes a token-label score map per training image (the VOLO
 configs' ``LoadTokenLabel`` format: float16 ``[2, 5, GRID, GRID]``, random top-5 values and
 class indices) under ``<out>/token_labels``.
@@ -43,12 +47,30 @@ def _write(job):
     return osp.getsize(path)
 
 
+MARKER = 'SYNTHETIC_IMAGENET'  # in every folder this tool writes: it may write there again
+
+
+def check_writable_folder(out) -> None:
+    """Refuse a folder that exists with files in it but without :data:`MARKER`: its
+    ``meta/*.txt`` would be overwritten and generated images mixed into its ``train/``."""
+    if osp.exists(out) and (not osp.isdir(out) or (
+            os.listdir(out) and not osp.isfile(osp.join(out, MARKER)))):
+        raise FileExistsError(
+            f'{out} is not a folder of generated images (it is a file, or holds files and no '
+            f'{MARKER} marker): writing there would overwrite its meta/train.txt, val.txt and '
+            'classes.txt and mix generated images into it. Give a new or empty folder.')
+
+
 def make_synthetic_imagenet(out, num_train=4096, num_val=256, num_classes=100,
                             size=(500, 375), quality=90, seed=0, workers=None):
     """Write the data set; returns counts and the mean file size in bytes."""
     if min(num_train, num_classes) < 1 or num_val < 0:
         raise ValueError('make_synthetic_imagenet: --train and --classes must be >= 1 and '
                          f'--val >= 0 (got {num_train}, {num_classes}, {num_val})')
+    check_writable_folder(out)
+    os.makedirs(out, exist_ok=True)
+    with open(osp.join(out, MARKER), 'w') as f:
+        f.write('written by tools/dataset_converters/make_synthetic_imagenet.py\n')
     width, height = size
     classes = [f'n{i:08d}' for i in range(num_classes)]
     jobs, train_lines, val_lines = [], [], []
@@ -113,6 +135,10 @@ def main():
     p.add_argument('--token-labels', type=int, default=None, metavar='GRID',
                    help='also write token-label score maps of GRID x GRID (VOLO at 224: 14)')
     a = p.parse_args()
+    try:
+        check_writable_folder(a.out)
+    except FileExistsError as err:
+        p.error(str(err))
     r = make_synthetic_imagenet(a.out, a.train, a.val, a.classes, a.size, a.quality,
                                 workers=a.workers)
     print(f"wrote {r['train']} train and {r['val']} val JPEG images ({r['classes']} classes, "
