@@ -12,8 +12,15 @@ from .runner_utils import DEMO_CONFIG, small_run_options, train
 
 
 def test_missing_and_corrupt_files_are_named(tmp_path):
-    with pytest.raises(CheckpointError, match='does not exist'):
+    with pytest.raises(CheckpointError, match=r'checkpoint .*nope.pth does not exist. Check '
+                                              r'the path.$'):
         check_checkpoint_file(str(tmp_path / 'nope.pth'))
+    with pytest.raises(CheckpointError, match='latest checkpoint of --work-dir'):
+        check_checkpoint_file(str(tmp_path / 'nope.pth'), 'resume checkpoint')
+    # a folder (a work dir) given for a checkpoint: said so, not "does not exist"
+    with pytest.raises(CheckpointError, match=r'is a folder, not a checkpoint file: give a '
+                                              r'.pth file in it'):
+        check_checkpoint_file(str(tmp_path))
     good = tmp_path / 'good.pth'
     torch.save({'state_dict': {'w': torch.arange(4000.)}}, good)
     check_checkpoint_file(str(good))
@@ -102,8 +109,29 @@ def test_missing_pretrained_checkpoint_is_named_with_the_fix(tmp_path):
         check_pretrained_paths(cfg)
     assert str(tmp_path / 'missing.pth') in str(err.value)
     assert '--cfg-options model.backbone.init_cfg.checkpoint=' in str(err.value)
+    # present but corrupt, or a timm release not converted: refused before anything is
+    # built (before: a raw torch error, or mmengine's AssertionError when training started)
     (tmp_path / 'missing.pth').write_bytes(b'x')
-    check_pretrained_paths(cfg)  # local file present, remote path left to the backend
+    with pytest.raises(CheckpointError, match=r'model.backbone.init_cfg.checkpoint .*'
+                                              r'missing.pth is corrupt'):
+        check_pretrained_paths(cfg)
+    torch.save({'state_dict': {'patch_embed.proj.weight': torch.zeros(2, 3, 4, 4),
+                               'blocks.0.norm1.weight': torch.zeros(2)}},
+               tmp_path / 'missing.pth')
+    with pytest.raises(CheckpointError, match=r"no key starting with prefix='backbone.' \(its "
+                                              r'first keys: patch_embed.proj.weight, .*'
+                                              r'timm_to_mmpretrain.py SRC DST'):
+        check_pretrained_paths(cfg)
+    torch.save({'state_dict': {'backbone.patch_embed.projection.weight':
+                               torch.zeros(2, 3, 4, 4)}}, tmp_path / 'missing.pth')
+    check_pretrained_paths(cfg)  # local file fits its prefix, remote path left to the backend
+    # a checkpoint set on an init_cfg that is not Pretrained (mmengine: KeyError 'type' when
+    # training starts), as `--cfg-options model.backbone.init_cfg.checkpoint=...` makes one
+    cfg.model.backbone.init_cfg = dict(checkpoint=str(tmp_path / 'missing.pth'))
+    with pytest.raises(ValueError, match=r"model.backbone.init_cfg names checkpoint=.* its type "
+                                         r"is None: .* --cfg-options model.backbone.init_cfg."
+                                         r'type=Pretrained model.backbone.init_cfg.prefix'):
+        check_pretrained_paths(cfg)
 
 
 def test_dataset_and_evaluator_paths_name_the_layout_and_fix(tmp_path):

@@ -15,7 +15,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 
 from ..utils.checkpoint import (CheckpointError, compare_state_dicts, describe_mismatch,
-                                load_checkpoint_file, state_dict_of)
+                                load_pretrained_state)
 
 
 def _pretrained_cfgs(module):
@@ -30,17 +30,8 @@ def compare_with_checkpoint(module: torch.nn.Module, checkpoint: str, prefix: st
     ``prefix`` selects and strips the checkpoint keys (``'backbone.'``); keys of the module
     starting with one of ``allow_missing`` may be absent from the checkpoint.
     """
-    what = 'pretrained checkpoint'
-    state = state_dict_of(load_checkpoint_file(checkpoint, what, mmap=True),
-                          f'{what} {checkpoint}')
-    if prefix:
-        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        if not state:
-            raise CheckpointError(
-                f'{what} {checkpoint} has no key starting with '
-                f"prefix='{prefix}'. Fix init_cfg.prefix, or convert the checkpoint "
-                '(tools/model_converters/).')
-    return compare_state_dicts(module.state_dict(), state, allow_missing)
+    return compare_state_dicts(module.state_dict(), load_pretrained_state(checkpoint, prefix),
+                               allow_missing)
 
 
 @HOOKS.register_module()

@@ -71,9 +71,14 @@ def check_checkpoint_file(path: str, what: str = 'checkpoint') -> None:
     """
     if '://' in str(path):
         return
+    if osp.isdir(path):
+        raise CheckpointError(f'{what} {path} is a folder, not a checkpoint file: give a .pth '
+                              'file in it (its last_checkpoint file names the latest).')
     if not osp.isfile(path):
-        raise CheckpointError(f'{what} {path} does not exist. Check the path (for --resume '
-                              'without a path the latest checkpoint of --work-dir is used).')
+        raise CheckpointError(
+            f'{what} {path} does not exist. Check the path'
+            + (' (for --resume without a path the latest checkpoint of --work-dir is used).'
+               if 'resume' in what else '.'))
     if zipfile.is_zipfile(path):
         try:
             with zipfile.ZipFile(path) as zf:
@@ -149,6 +154,27 @@ def state_dict_of(ckpt, what: str = 'checkpoint', keys: Sequence[str] = ('state_
 
 
 # -- comparing --------------------------------------------------------------------------
+def load_pretrained_state(checkpoint: str, prefix: Optional[str] = None,
+                          what: str = 'pretrained checkpoint') -> dict:
+    """The weights of a ``Pretrained`` init_cfg's ``checkpoint`` as its module sees them: the
+    keys starting with ``prefix`` (e.g. ``'backbone.'``), the prefix stripped. Mapped, not
+    read (keys and shapes only). A file without such keys (a timm release, not converted)
+    is refused with its first keys and the converter to use."""
+    state = state_dict_of(load_checkpoint_file(checkpoint, what, mmap=True),
+                          f'{what} {checkpoint}')
+    if not prefix:
+        return state
+    found = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if not found:
+        raise CheckpointError(
+            f"{what} {checkpoint} has no key starting with prefix='{prefix}' (its first "
+            f'keys: {format_names(list(state), 4)}). A timm checkpoint (an official HAT '
+            'release) needs converting first: python tools/model_converters/'
+            'timm_to_mmpretrain.py SRC DST (VOLO, DeiT-B distilled: '
+            'timm_volo_deit_to_mmpretrain.py); otherwise fix init_cfg.prefix.')
+    return found
+
+
 def format_names(items: Iterable[str], n: int = 10) -> str:
     """``a, b, c ... (n in all)``: the first ``n`` items and the count."""
     items = list(items)

@@ -7,6 +7,8 @@ from typing import Iterable, Iterator, Optional, Tuple
 
 from mmengine.runner import Runner
 
+from .checkpoint import load_pretrained_state
+
 # what each dataset family expects under data_root, and how to make small data of that kind
 LAYOUTS = {
     'coco': ('COCO layout: <data_root>/annotations/instances_{train,val}2017.json, '
@@ -183,15 +185,16 @@ def check_cfg_options(cfg, options: dict) -> None:
 
 
 def _pretrained_inits(node, where: str):
-    """Yield ``(config path, checkpoint)`` of every ``Pretrained`` init_cfg under ``node``."""
+    """Yield ``(config path, init_cfg)`` of every init_cfg under ``node`` that is
+    ``Pretrained`` or names a checkpoint."""
     if isinstance(node, dict):
         for key, value in node.items():
             path = f'{where}.{key}'
             if key == 'init_cfg':
                 for i, init in enumerate(value if isinstance(value, list) else [value]):
-                    if isinstance(init, dict) and init.get('type') == 'Pretrained':
-                        yield (path if not isinstance(value, list) else f'{path}[{i}]',
-                               init.get('checkpoint'))
+                    if isinstance(init, dict) and (init.get('type') == 'Pretrained'
+                                                   or 'checkpoint' in init):
+                        yield (path if not isinstance(value, list) else f'{path}[{i}]', init)
             else:
                 yield from _pretrained_inits(value, path)
     elif isinstance(node, (list, tuple)):
@@ -209,11 +212,24 @@ def _pretraining_config(ckpt) -> str:
 
 
 def check_pretrained_paths(cfg) -> None:
-    """Fail early when a ``Pretrained`` init_cfg points at a local file that is missing."""
-    for where, ckpt in _pretrained_inits(cfg.get('model'), 'model'):
-        if ckpt and '://' not in str(ckpt) and not osp.isfile(ckpt):
+    """Fail early, before anything is built, when a ``Pretrained`` init_cfg points at a local
+    file that is missing, unreadable or without the keys of its ``prefix`` (an unconverted
+    timm release), or when an init_cfg names a checkpoint without ``type='Pretrained'``
+    (mmengine would fail on it only when training starts)."""
+    for where, init in _pretrained_inits(cfg.get('model'), 'model'):
+        ckpt = init.get('checkpoint')
+        if init.get('type') != 'Pretrained':
+            raise ValueError(
+                f"{where} names checkpoint={ckpt!r} but its type is {init.get('type')!r}: "
+                "mmengine loads it only with type='Pretrained' (and the prefix of the "
+                f"module's keys): --cfg-options {where}.type=Pretrained "
+                f'{where}.prefix=backbone.')
+        if not ckpt or '://' in str(ckpt):
+            continue
+        if not osp.isfile(ckpt) and not osp.isdir(ckpt):
             raise FileNotFoundError(
                 f"{where}.checkpoint='{ckpt}' does not exist. Pretrain it first (e.g. bash "
                 f'tools/dist_train.sh {_pretraining_config(ckpt)} 8), convert an official '
                 'release (tools/model_converters/timm_to_mmpretrain.py), or point the config at '
                 f'your checkpoint: --cfg-options {where}.checkpoint=/path/to/checkpoint.pth')
+        load_pretrained_state(ckpt, init.get('prefix'), f'{where}.checkpoint')
