@@ -303,3 +303,27 @@ def test_checks_before_the_runner_warn_once_per_job(tool, launcher, rank_env, fi
     assert any('turns off NCCL error handling' in m for m in messages) == first
     if tool == 'test':
         assert ('--amp without a GPU' in capsys.readouterr().out) == first
+
+
+def test_config_path_mistakes_are_named(tmp_path, monkeypatch):
+    """Before: mmengine's "Only py/yml/yaml/json type are supported now!" for a checkpoint
+    given as the config (tools/test.py's arguments swapped), "does not exist" for a folder,
+    and a bare FileNotFoundError for a typo."""
+    import importlib
+    monkeypatch.chdir(ROOT)
+    ckpt = tmp_path / 'epoch_1.pth'
+    ckpt.write_bytes(b'x')
+    test_main = importlib.import_module('tools.test').main
+    with pytest.raises(ValueError, match=r'epoch_1.pth is a checkpoint, not a config: the '
+                                         r'order is tools/test.py CONFIG CHECKPOINT'):
+        test_main([str(ckpt), DEMO_CONFIG, '--work-dir', str(tmp_path)])
+    train_main = importlib.import_module('tools.train').main
+    with pytest.raises(FileNotFoundError, match='did you mean configs/demo/hat_vit_digits.py'):
+        train_main(['configs/demo/hat_vit_digit.py'])
+    with pytest.raises(FileNotFoundError, match=r'config configs/demo is a folder: give a '
+                                                r'config file \(tools/train.py CONFIG\)'):
+        train_main(['configs/demo'])
+    notes = tmp_path / 'notes.txt'
+    notes.write_text('x')
+    with pytest.raises(ValueError, match='is not a config file'):
+        train_main([str(notes)])

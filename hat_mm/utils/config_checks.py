@@ -1,6 +1,7 @@
 """Early checks of a config's inputs, with messages that say how to fix them."""
 import difflib
 import inspect
+import os
 import os.path as osp
 import warnings
 from typing import Iterable, Iterator, Optional, Tuple
@@ -116,6 +117,29 @@ READ_TOP_LEVEL_KEYS = frozenset(inspect.signature(Runner.__init__).parameters) -
     'compile', 'model_wrapper_cfg', 'find_unused_parameters', 'sync_bn',
     'activation_checkpointing', 'efficient_conv_bn_eval', 'strategy', 'runner_type',
     'custom_imports', 'hat', 'skip_unreadable_images', 'tta_model', 'tta_pipeline'}
+
+
+CHECKPOINT_SUFFIXES = ('.pth', '.pth.tar', '.pt', '.tar', '.ckpt', '.bin', '.safetensors')
+
+
+def check_config_file(path: str, usage: str = 'tools/train.py CONFIG') -> None:
+    """Fail early on a config path that is missing (naming the closest configs of the
+    repository), a folder, or not a config at all (a checkpoint given in its place)."""
+    if osp.isdir(path):
+        raise FileNotFoundError(f'config {path} is a folder: give a config file ({usage}), '
+                                f'e.g. one of {osp.join(path, "*.py")}')
+    if not osp.isfile(path):
+        repo = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+        known = sorted(osp.relpath(osp.join(d, f), repo) for d, _, files in
+                       os.walk(osp.join(repo, 'configs')) for f in files if f.endswith('.py'))
+        close = difflib.get_close_matches(osp.normpath(path), known, n=3, cutoff=0.8)
+        raise FileNotFoundError(f'config {path} does not exist'
+                                + (f'; did you mean {" or ".join(close)}?' if close else
+                                   ' (the configs are under configs/).'))
+    if path.endswith(CHECKPOINT_SUFFIXES):
+        raise ValueError(f'{path} is a checkpoint, not a config: the order is {usage}.')
+    if not path.endswith(('.py', '.json', '.yml', '.yaml')):
+        raise ValueError(f'config {path} is not a config file (.py): the order is {usage}.')
 
 
 def check_top_level_options(cfg, options: dict) -> None:

@@ -9,7 +9,7 @@ import warnings
 
 from mmengine.config import Config, DictAction
 
-from .config_checks import check_cfg_options
+from .config_checks import check_cfg_options, check_config_file
 
 
 def add_runner_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -58,6 +58,8 @@ def load_tool_config(args: argparse.Namespace) -> Config:
             'Use bash tools/dist_train.sh CONFIG GPUS (or tools/dist_test.sh CONFIG CKPT GPUS), '
             'or torchrun --nproc_per_node=GPUS tools/train.py CONFIG --launcher pytorch; one '
             'process: leave --launcher out.')
+    check_config_file(args.config, 'tools/test.py CONFIG CHECKPOINT'
+                      if hasattr(args, 'checkpoint') else 'tools/train.py CONFIG')
     with warnings.catch_warnings():
         # mmengine finds the packages of `mmpretrain::` (...) bases through pkg_resources,
         # which setuptools deprecates with a warning at each lookup: nothing a user can act on
