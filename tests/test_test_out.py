@@ -51,3 +51,27 @@ def test_out_ending_in_a_slash_or_under_a_file_is_refused_before_testing(tmp_pat
         assert 'its folder cannot be made' in str(err)
     else:
         raise AssertionError('an --out under a file was accepted')
+
+
+def test_out_that_cannot_be_written_is_refused_before_testing(tmp_path):
+    """Before: the metrics were computed (on ImageNet-C, hours), then open() failed."""
+    import os
+
+    import pytest
+
+    from tools.test import main
+    ckpt = str(tmp_path / 'x.pth')
+    if not os.path.isdir('/proc/self'):
+        pytest.skip('needs /proc (Linux), where no file can be created, even by root')
+    with pytest.raises(SystemExit, match=r'--out /proc/hat_mm_metrics.json cannot be written'):
+        main([DEMO_CONFIG, ckpt, '--out', '/proc/hat_mm_metrics.json'])
+    # an --out that is there already is left as it is until the metrics replace it
+    kept = tmp_path / 'metrics.json'
+    kept.write_text('{"old": 1}')
+    with pytest.raises(Exception):  # stops at the missing data or checkpoint
+        main([DEMO_CONFIG, ckpt, '--out', str(kept), '--work-dir', str(tmp_path / 'w')])
+    assert kept.read_text() == '{"old": 1}'
+    new = tmp_path / 'new.json'
+    with pytest.raises(Exception):
+        main([DEMO_CONFIG, ckpt, '--out', str(new), '--work-dir', str(tmp_path / 'w')])
+    assert not new.exists()  # the writability probe leaves nothing behind

@@ -54,6 +54,15 @@ def main(argv=None):
         except OSError as err:
             raise SystemExit(f'--out {args.out}: its folder cannot be made ({err}); give '
                              'another path') from err
+        existed = osp.exists(args.out)
+        try:  # writable? ('a' leaves a file that is there as it is)
+            with open(args.out, 'a'):
+                pass
+        except OSError as err:
+            raise SystemExit(f'--out {args.out} cannot be written ({err}); give another '
+                             'path') from err
+        if not existed:
+            os.remove(args.out)
     import hat_mm  # noqa: F401
     from hat_mm.datasets import check_annotation_files
     from hat_mm.utils import (check_checkpoint_file, check_dataset_paths, check_evaluator_files,
