@@ -254,3 +254,35 @@ def test_auto_scale_lr_scales_the_logged_base_lr_too(digits_root, tmp_path):
     assert lrs['base_lr'][0] == pytest.approx(group['lr'], rel=1e-9)
     assert wrapper.base_param_settings['initial_lr'] == pytest.approx(
         4 * cfg.optim_wrapper.optimizer.lr, rel=1e-9)
+
+
+@pytest.mark.parametrize('change, message', [
+    (dict(max_epochs=0), r'train_cfg.max_epochs=0: give the length of training'),
+    (dict(val_interval=0), r'train_cfg.val_interval=0: validate every N epochs .* '
+                           r'--no-validate'),
+])
+def test_loop_lengths_below_one_are_refused_before_training(digits_root, tmp_path, change,
+                                                            message):
+    """Before: max_epochs=0 trained nothing and exited 0; val_interval=0 failed with a
+    ZeroDivisionError after the first epoch."""
+    cfg = demo_train_cfg(digits_root, tmp_path, 'lengths', max_epochs=2)
+    cfg.custom_hooks = []
+    cfg.train_cfg.update(change)
+    runner = HATRunner.from_cfg(cfg)
+    with pytest.raises(ValueError, match=message):
+        runner.train()
+    assert not list(tmp_path.glob('epoch_*.pth'))
+
+
+def test_hat_none_is_refused_not_read_as_the_defaults():
+    """Before: ``--cfg-options hat=None`` (meant: no HAT) trained K = 3 for 200 epochs."""
+    for where in ('hat', 'model.hat'):
+        cfg = Config.fromfile(DEMO_CONFIG)
+        if where == 'hat':
+            cfg.hat = None
+        else:
+            cfg.model.hat = None
+        with pytest.raises(ValueError, match=rf'{where}=None would train with the default HAT '
+                                             r'settings .* hat.adv_epochs=0 '
+                                             r'hat.kl_after_adv=False'):
+            apply_hat(cfg)

@@ -59,6 +59,13 @@ def apply_hat(cfg: Config) -> Config:
     if model is None:
         raise KeyError('The config has no `model`; HAT needs an mmpretrain classifier.')
     model['type'] = hat_classifier_type(model.get('type', 'ImageClassifier'))
+    for where, holder in (('hat', cfg), ('model.hat', model)):
+        if where.split('.')[-1] in holder and holder[where.split('.')[-1]] is None:
+            raise ValueError(
+                f'{where}=None would train with the default HAT settings (K=3 for 200 epochs), '
+                'not without HAT. To train without it: --cfg-options hat.adv_epochs=0 '
+                'hat.kl_after_adv=False (a plain classification step); to use the defaults, '
+                f'leave {where} out.')
     hat = dict(cfg.get('hat') or {})
     hat.update(model.get('hat') or {})
     model['hat'] = hat
@@ -91,6 +98,19 @@ def apply_hat(cfg: Config) -> Config:
             "distributed training; use model_wrapper_cfg=dict(type='HATDistributedDataParallel')"
             ' (keyword arguments such as find_unused_parameters go beside it).')
     return cfg
+
+
+def check_loop_lengths(loop, validate: bool = True) -> None:
+    """Refuse ``train_cfg.max_epochs`` / ``max_iters`` below 1 (mmengine trains nothing
+    and exits 0) and ``val_interval`` below 1 (mmengine fails with a ZeroDivisionError only
+    after the first epoch)."""
+    for key in ('max_epochs', 'max_iters') + (('val_interval', ) if validate else ()):
+        value = getattr(loop, f'_{key}', getattr(loop, key, None))
+        if isinstance(value, int) and value < 1:
+            fix = ('validate every N epochs (or iterations) with N >= 1, or train without '
+                   'validation: tools/train.py --no-validate' if key == 'val_interval' else
+                   'give the length of training, >= 1')
+            raise ValueError(f'train_cfg.{key}={value}: {fix}.')
 
 
 def check_train_batches(dataloader) -> None:
@@ -140,6 +160,7 @@ class HATRunner(Runner):
     def build_train_loop(self, loop):
         loop = super().build_train_loop(loop)
         check_train_batches(getattr(loop, 'dataloader', None))
+        check_loop_lengths(loop, validate=self._val_loop is not None)
         late = schedule_outlasting_run(self.cfg, loop.max_epochs) if isinstance(
             loop, EpochBasedTrainLoop) else []
         if late:
