@@ -161,3 +161,18 @@ def test_slurm_launchers_print_their_usage(tmp_path, script):
     res = subprocess.run(['bash', osp.join(root, 'tools', script), 'gpu', 'hat', 'cfg.py'],
                          env=env, capture_output=True, text=True)
     assert res.returncode == 2 and 'usage:' in res.stderr and not log.exists()
+
+
+@pytest.mark.parametrize('argv', [['dist_train.sh', 'configs/hat_vit_t.py', '0'],
+                                  ['dist_train.sh', '2', 'configs/hat_vit_t.py'],
+                                  ['dist_test.sh', 'configs/hat_vit_t.py', 'x.pth', 'two']])
+def test_launchers_refuse_a_gpu_count_that_is_not_one(argv):
+    """Before: torchrun's bare AssertionError (0, -1) or "Unsupported nproc_per_node value:
+    configs/..." (CONFIG and GPUS swapped)."""
+    root = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    res = subprocess.run(['bash', osp.join(root, 'tools', argv[0]), *argv[1:]],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2
+    gpus = argv[2] if argv[0] == 'dist_train.sh' else argv[3]
+    assert f'GPUS={gpus} is not a number of processes (GPUs) per node' in res.stderr
+    assert f'usage: {osp.join(root, "tools", argv[0])} CONFIG ' in res.stderr

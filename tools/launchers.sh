@@ -15,6 +15,11 @@ HAT_MM_PYTHON="${PYTHON:-$( [[ -x "$HAT_MM_ROOT/.venv/bin/python" ]] \
 torchrun_launch() {  # torchrun_launch GPUS tools/<entry>.py [entry arguments]
   local gpus=$1 entry=$2
   shift 2
+  if [[ ! $gpus =~ ^[1-9][0-9]*$ ]]; then
+    echo "GPUS=$gpus is not a number of processes (GPUs) per node, 1 or more." \
+      "${HAT_MM_USAGE:-}" >&2
+    return 2
+  fi
   PYTHONPATH="$HAT_MM_ROOT:${PYTHONPATH:-}" MKL_NUM_THREADS="${MKL_NUM_THREADS:-1}" \
   "$HAT_MM_PYTHON" -m torch.distributed.run \
       --nnodes="${NNODES:-1}" --node_rank="${NODE_RANK:-0}" \
