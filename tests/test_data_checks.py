@@ -165,6 +165,21 @@ def test_malformed_annotation_lines_are_named(digits_root, tmp_path):
     check_annotation_files(cfg, ['train_dataloader', 'val_dataloader'])  # all good now
 
 
+def test_empty_annotation_file_and_no_indices_are_named(digits_root, tmp_path):
+    """Before: mmengine's "need at least one array to concatenate" from deep in the dataset."""
+    root = _digits_copy(digits_root, tmp_path)
+    cfg = _demo_cfg(root)
+    cfg.train_dataloader.dataset.indices = 0
+    with pytest.raises(ValueError, match=r'train_dataloader.dataset.indices=0: the dataset '
+                                         r'would have no image'):
+        check_annotation_files(cfg, ['train_dataloader'])
+    cfg = _demo_cfg(root)
+    (root / 'meta' / 'val.txt').write_text('\n')
+    with pytest.raises(ValueError, match=r'val_dataloader.dataset.ann_file: .*val.txt lists '
+                                         r'no image \(it is empty\)'):
+        check_annotation_files(cfg, ['train_dataloader', 'val_dataloader'])
+
+
 def test_more_class_folders_than_the_head_has_classes(digits_root, tmp_path):
     root = _digits_copy(digits_root, tmp_path)
     shutil.rmtree(root / 'meta')  # no annotation list: labels from the class folders

@@ -50,7 +50,12 @@ def check_annotation_file(path: str, with_label: bool = True,
     """
     n, source = num_classes if num_classes else (None, '')
     bad, count = [], 0
-    for lineno, line in enumerate(list_from_file(path), start=1):
+    lines = list_from_file(path)
+    if not any(line.strip() for line in lines):
+        raise ValueError(f'{where}: {path} lists no image (it is empty), so the dataset would '
+                         'have nothing to read. Fill it, or point the config at the right '
+                         f'file: --cfg-options {where}=...')
+    for lineno, line in enumerate(lines, start=1):
         problem = _line_problem(line, with_label, n)
         if problem:
             count += 1
@@ -105,6 +110,11 @@ def check_annotation_files(cfg, dataloader_keys: Iterable[str]) -> None:
         if not isinstance(loader, dict) or 'dataset' not in loader:
             continue
         for where, ds_cfg in dataset_configs(loader['dataset'], f'{key}.dataset'):
+            indices = ds_cfg.get('indices')
+            if isinstance(indices, int) and not isinstance(indices, bool) and indices < 1:
+                raise ValueError(f'{where}.indices={indices}: the dataset would have no image; '
+                                 'give how many of its images to use (1 or more), or leave '
+                                 'indices out for all of them.')
             dataset = _build_without_data(ds_cfg)
             if dataset is None:
                 continue
