@@ -342,3 +342,24 @@ def test_config_path_mistakes_are_named(tmp_path, monkeypatch):
     notes.write_text('x')
     with pytest.raises(ValueError, match='is not a config file'):
         train_main([str(notes)])
+
+
+def test_nested_option_typo_is_refused_and_new_keys_pass():
+    """Before: ``train_dataloader.batch_szie=8`` was merged as a new key (DataLoader's
+    TypeError when built), ``model.backbone.drop_path_rat=0.1`` changed nothing at all."""
+    cfg = Config.fromfile(DEMO_CONFIG)
+    for option, meant in (('train_dataloader.batch_szie', 'train_dataloader.batch_size'),
+                          ('model.backbone.drop_path_rat', 'model.backbone.drop_path_rate'),
+                          ('optim_wrapper.optimizer.typ', 'optim_wrapper.optimizer.type'),
+                          ('train_dataloader.dataset.pipeline.1.scal',
+                           'train_dataloader.dataset.pipeline.1.scale')):
+        with pytest.raises(ValueError, match=rf'did you mean .* \(--cfg-options '
+                                             rf'{re.escape(meant)}=\.\.\.\)'):
+            check_cfg_options(cfg, {option: 1})
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        check_cfg_options(cfg, {'model.compile.devices': ['cuda'],  # new, like no key there
+                                'optim_wrapper.clip_grad.max_norm': 1.0,
+                                'train_dataloader.dataset.indices': 16,
+                                'train_dataloader.batch_size': 4,
+                                'env_cfg.dist_cfg.timeout': 60})

@@ -167,6 +167,31 @@ def check_top_level_options(cfg, options: dict) -> None:
             'Set the settings themselves (e.g. train_dataloader.dataset.pipeline...).')
 
 
+def check_nested_options(cfg, options: dict) -> None:
+    """Refuse a ``--cfg-options`` key whose part below the top level is missing from the
+    config and a near miss of one that is there (``train_dataloader.batch_szie``): merged,
+    it would become a new key, and fail only when that part is built, or change nothing.
+    Parts that are new and like no key there (``model.compile.devices``) pass."""
+    for option in options or {}:
+        parts = option.split('.')
+        node = getattr(cfg, '_cfg_dict', cfg)  # a Config's ConfigDict
+        for depth, part in enumerate(parts):
+            if isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+                continue
+            if not isinstance(node, dict) or part in node:
+                node = node.get(part) if isinstance(node, dict) else None
+                continue
+            siblings = [k for k in node if isinstance(k, str) and not k.startswith('_')]
+            close = difflib.get_close_matches(part, siblings, n=1, cutoff=0.85)
+            if depth and close:
+                meant = '.'.join(parts[:depth] + [close[0]] + parts[depth + 1:])
+                raise ValueError(
+                    f'--cfg-options {option}=...: {".".join(parts[:depth])} has no key '
+                    f'{part!r}; did you mean {close[0]!r} (--cfg-options {meant}=...)?')
+            break
+
+
 def check_cfg_options(cfg, options: dict) -> None:
     """Refuse ``--cfg-options data_root=...``, which would change nothing.
 
@@ -176,9 +201,11 @@ def check_cfg_options(cfg, options: dict) -> None:
     the exact ``--cfg-options`` line that does move the data: every dataloader's
     ``data_root`` and every evaluator ``ann_file`` that the file derived from it (``cfg`` is
     the config as read, before the options are merged). The other top-level keys go through
-    :func:`check_top_level_options`.
+    :func:`check_top_level_options`, the keys below them through
+    :func:`check_nested_options`.
     """
     check_top_level_options(cfg, options)
+    check_nested_options(cfg, options)
     if not options or 'data_root' not in options:
         return
     new, old = str(options['data_root']), cfg.get('data_root') or None
