@@ -1,5 +1,7 @@
 """The benchmark tools on CPU: the official-style step against hat-mm's update, and the tools
 run and tabulate (speed numbers are measured by the tools, not asserted by tests)."""
+import re
+
 import pytest
 import torch
 
@@ -352,3 +354,17 @@ def test_benchmark_tables_say_what_compile_did():
     assert 'compile: 5 graphs, no graph break or recompile' in text
     assert ('autotune: 9 graphs, 2 graph breaks, 1 recompile-limit hits (that code ran '
             'eager).') in text
+
+
+@pytest.mark.parametrize('flags, message', [
+    (['--batch-size', '0'], '--batch-size 0: expected 1 or more'),  # was replaced by 16
+    (['--iters', '0'], '--iters 0: expected 1 or more'),  # was "no median" after warm-up
+    (['--warmup', '-1'], '--warmup -1: expected 0 or more'),
+    (['--peak-tflops', '-1'], '--peak-tflops -1.0: expected a positive number'),
+    (['--device', 'gpu'], '--device gpu: .*e.g. cuda, cuda:1, cpu'),
+])
+def test_benchmark_refuses_bad_numbers_before_building_anything(flags, message, capsys):
+    from tools.analysis.benchmark_hat import parse_args
+    with pytest.raises(SystemExit):
+        parse_args([DEMO_CONFIG, *flags])
+    assert re.search(message, capsys.readouterr().err)

@@ -102,7 +102,22 @@ def parse_args(argv=None):
     p.add_argument('--profile', default=None, metavar='DIR',
                    help='profile hat-mm steps after timing them; trace and summary into DIR')
     p.add_argument('--profile-steps', type=int, default=3)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for flag in ('batch_size', 'iters', 'img_size', 'profile_steps'):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            p.error(f"--{flag.replace('_', '-')} {value}: expected 1 or more")
+    if args.warmup < 0:
+        p.error(f'--warmup {args.warmup}: expected 0 or more')
+    if args.peak_tflops is not None and args.peak_tflops <= 0:
+        p.error(f'--peak-tflops {args.peak_tflops}: expected a positive number')
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as err:
+        p.error(f'--device {args.device}: {str(err).splitlines()[0]} (e.g. cuda, cuda:1, cpu)')
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        p.error(f'--device {args.device}: no GPU is visible to torch here; --device cpu')
+    return args
 
 
 def _sync(device):
