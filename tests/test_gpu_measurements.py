@@ -189,7 +189,11 @@ def test_precompile_is_stopped_when_its_time_ends(tmp_path):
     assert rows[1]['status'].startswith('not run')  # the budget is spent
 
 
-def test_a_negative_precompile_is_refused(capsys):
+def test_a_negative_precompile_or_a_budget_of_nothing_is_refused(capsys):
     with pytest.raises(SystemExit):
         gm.parse_args(['--precompile', '-1'])
     assert '--precompile -1: give how many items' in capsys.readouterr().err
+    for budget in ('0', '-5'):  # before: nothing run, a table of "not run" rows, exit 0
+        with pytest.raises(SystemExit):
+            gm.parse_args(['--budget', budget])
+        assert f'--budget {budget}: give the seconds' in capsys.readouterr().err

@@ -414,6 +414,8 @@ def test_setup_refuses_mismatches_early(tmp_path):
     assert 'make_wheelhouse.sh' in r.stderr
     r = env.run(HAT_MM_MMCV_CUDA='yes')
     assert r.returncode == 1 and 'HAT_MM_MMCV_CUDA=yes' in r.stderr
+    r = env.run(PYTHON=str(tmp_path / 'no_python'))  # before: "line 76: ...: No such file"
+    assert r.returncode == 1 and f'PYTHON={tmp_path}/no_python is not an interpreter' in r.stderr
 
 
 # ------------------------------------------------------------------ offline install

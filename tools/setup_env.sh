@@ -60,6 +60,7 @@ if [[ -f "$STAMP" && -x "$VENV/bin/python" && "$(cat "$STAMP")" == "$REQUEST tor
 fi
 
 # 0. The environment and the build tools.
+command -v "$PYTHON" >/dev/null 2>&1 || die "PYTHON=$PYTHON is not an interpreter found here: set PYTHON to a Python 3 (e.g. PYTHON=python3.11), or leave it out for python3"
 if [[ "$SYSTEM_TORCH" == 1 ]] && ! "$PYTHON" -c 'import torch, torchvision' >/dev/null 2>&1; then
   die "HAT_MM_SYSTEM_TORCH=1 but $PYTHON cannot import torch and torchvision: set PYTHON to the interpreter that has them (e.g. PYTHON=\$(which python) inside the container or after 'module load pytorch')"
 fi

@@ -213,6 +213,9 @@ def parse_args(argv=None):
                    'all at once (inductor caches them for the timed runs)')
     p.add_argument('--list', action='store_true', help='print the plan, run nothing')
     a = p.parse_args(argv)
+    if a.budget <= 0:
+        p.error(f'--budget {a.budget:g}: give the seconds the measurements may take, e.g. '
+                '--budget 1800 (without it: no limit)')
     if a.precompile < 0:
         p.error(f'--precompile {a.precompile}: give how many items to compile first, 0 '
                 '(none, the default) or more, e.g. --precompile 4')
