@@ -297,6 +297,11 @@ def test_corrupt_file_and_same_output_are_refused(vit_t, tmp_path):
     before = open(good, 'rb').read()
     with pytest.raises(CheckpointError, match='is the input checkpoint'):
         convert_checkpoint(good, good)
+    # an output that is a folder, or under a file: named before converting (was a traceback)
+    with pytest.raises(CheckpointError, match='is a folder; give the path of a .pth file'):
+        convert_checkpoint(good, str(tmp_path))
+    with pytest.raises(CheckpointError, match='its folder cannot be made'):
+        convert_checkpoint(good, str(tmp_path / 'hat_broken.pth.tar' / 'out.pth'))
     assert open(good, 'rb').read() == before
 
 

@@ -6,6 +6,7 @@ module adds what is particular to timm releases (``args`` as an ``argparse.Names
 ``state_dict_ema``) and to the converters' command line.
 """
 import argparse
+import os
 import os.path as osp
 import re
 import sys
@@ -92,11 +93,20 @@ def verify_against_target(converted: Dict[str, torch.Tensor], target: Dict[str, 
 
 
 def check_output_path(src: str, dst: str) -> None:
-    """Refuse to write the converted checkpoint over the release it comes from."""
+    """Refuse to write the converted checkpoint over the release it comes from, onto a
+    folder, or where its folder cannot be made (before anything is converted)."""
     if osp.abspath(dst) == osp.abspath(src) or (
             osp.exists(dst) and osp.exists(src) and osp.samefile(dst, src)):
         raise CheckpointError(f'the output {dst} is the input checkpoint; give another output '
                               'path (the release is never overwritten).')
+    if osp.isdir(dst):
+        raise CheckpointError(f'the output {dst} is a folder; give the path of a .pth file, '
+                              f'e.g. {osp.join(dst, "converted.pth")}')
+    try:
+        os.makedirs(osp.dirname(osp.abspath(dst)), exist_ok=True)
+    except OSError as err:
+        raise CheckpointError(f'the output {dst}: its folder cannot be made ({err}); give '
+                              'another path. Nothing was written.') from None
 
 
 TIMM_ARG_KEYS = ('model', 'mean', 'std', 'input_size', 'img_size', 'crop_pct',
@@ -146,7 +156,7 @@ def run_cli(argv, description: str, archs, convert) -> int:
         return 1
     try:
         meta = convert(args.src, args.dst, arch=args.arch, ema=args.ema)
-    except CheckpointError as e:
+    except (CheckpointError, OSError) as e:  # OSError: the output could not be written
         print(f'error: {e}', file=sys.stderr)
         return 1
     print(f'converted {args.src} ({meta["arch"]}{", EMA" if meta["ema"] else ""}) -> '
