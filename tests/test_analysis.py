@@ -439,3 +439,18 @@ test_evaluator = dict(_delete_=True, type='ImageNetCMetric')
     assert m['imagenet-c/top1_severity1'] == pytest.approx(10.0)
     assert 'gaussian_noise' in res.stdout and 'mCE is over 2 of the 15' in res.stdout
     assert math.isfinite(m['imagenet-c/top1'])
+
+
+def test_frequency_analysis_checks_every_pair_before_evaluating(tmp_path, capsys):
+    """Before: a swapped pair failed in mmengine ("Only py/yml/yaml/json type are supported
+    now!"), and a missing second checkpoint only after the first was evaluated."""
+    from tools.analysis.frequency_analysis import parse_args
+    ckpt = tmp_path / 'a.pth'
+    torch.save({'state_dict': {}}, ckpt)
+    with pytest.raises(SystemExit):
+        parse_args([str(ckpt), DEMO_CONFIG])
+    assert 'a.pth is a checkpoint, not a config' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_args([DEMO_CONFIG, str(ckpt), DEMO_CONFIG, str(tmp_path / 'b.pth')])
+    assert 'b.pth does not exist' in capsys.readouterr().err
+    assert len(parse_args([DEMO_CONFIG, str(ckpt)]).pairs) == 1

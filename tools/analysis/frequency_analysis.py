@@ -316,6 +316,14 @@ def parse_args(argv=None):
     if len(args.pairs) % 2:
         p.error('give CONFIG CKPT pairs (an even number of positional arguments)')
     args.pairs = list(zip(args.pairs[0::2], args.pairs[1::2]))
+    from hat_mm.utils import CheckpointError, check_checkpoint_file
+    from hat_mm.utils.config_checks import check_config_file
+    for config, ckpt in args.pairs:  # every pair, before the first is evaluated
+        try:
+            check_config_file(config, 'frequency_analysis.py CONFIG CKPT [CONFIG CKPT ...]')
+            check_checkpoint_file(ckpt)
+        except (OSError, ValueError, CheckpointError) as err:
+            p.error(str(err))
     if args.labels is not None and len(args.labels) != len(args.pairs):
         p.error(f'--labels needs one name per checkpoint ({len(args.pairs)}), got '
                 f'{len(args.labels)}')
