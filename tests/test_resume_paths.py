@@ -97,19 +97,27 @@ def test_load_from_with_another_head_loads_the_backbone_and_logs_the_rest(
     assert line in res.stdout and line in logs[0].read_text()
 
 
-def test_a_new_run_in_a_work_dir_with_checkpoints_says_what_it_replaces(
+def test_a_new_run_in_a_work_dir_with_checkpoints_loses_none_of_them(
         one_epoch_run, digits_root, tmp_path):
-    """Without --resume a run starts over and its checkpoints replace the earlier run's of the
-    same name (mmengine's behaviour); the log says so before anything is replaced."""
+    """Without --resume a run starts over; mmengine would overwrite the earlier run's
+    checkpoints of the same names one by one. They are moved aside first, and the log says
+    where, before anything is trained."""
     work = tmp_path / 'work'
     shutil.copytree(one_epoch_run, work)
+    before = (work / 'epoch_1.pth').read_bytes()
     res = train(DEMO_CONFIG, work, small_run_options(digits_root, train_images=32))
     assert res.returncode == 0, res.stdout[-3000:]
+    (aside, ) = work.glob('earlier_run_*')
     said = res.stdout.index(
-        f'{work} holds the checkpoints of an earlier run (last: {one_epoch_run}/epoch_1.pth); '
-        'this run starts from epoch 0 without them and its checkpoints replace those of the '
-        'same name. To continue the earlier run instead: --resume')
+        f'{work} held the checkpoints of an earlier run (last: {one_epoch_run}/epoch_1.pth); '
+        'this run starts from epoch 0 without them, and so that its checkpoints replace none '
+        f'of them they were moved to {aside} (2 files). To continue the earlier run instead: '
+        f'stop this one and train with --resume {aside}/epoch_1.pth')
     assert said < res.stdout.index('Epoch(train) [1]')
+    assert (aside / 'epoch_1.pth').read_bytes() == before  # kept as it was
+    assert (aside / 'last_checkpoint').is_file()
+    assert (work / 'epoch_1.pth').read_bytes() != before  # the new run's own
+    assert (work / 'last_checkpoint').read_text().strip() == str(work / 'epoch_1.pth')
 
 
 def test_resuming_a_finished_run_says_nothing_is_left_to_train(
@@ -164,7 +172,11 @@ def test_unbuilt_train_loop_still_gets_the_earlier_run_and_finished_run_warnings
     (tmp_path / 'last_checkpoint').write_text(ckpt)
     runner = _stub_runner(tmp_path, model)
     prepare_resume(runner, training=True)  # a new run into that work dir
-    assert any('holds the checkpoints of an earlier run' in m for m in runner.logger.lines)
+    assert any('held the checkpoints of an earlier run' in m for m in runner.logger.lines)
+    (aside, ) = tmp_path.glob('earlier_run_*')  # moved there, nothing overwritten
+    assert sorted(os.listdir(aside)) == ['epoch_3.pth', 'last_checkpoint']
+    os.replace(aside / 'epoch_3.pth', ckpt)
+    os.replace(aside / 'last_checkpoint', tmp_path / 'last_checkpoint')
     runner = _stub_runner(tmp_path, model)
     prepare_resume(runner)  # tools/test.py's runner: not training, no warning
     assert runner.logger.lines == []

@@ -8,11 +8,14 @@ resolves the file first, loads it through :func:`hat_mm.utils.load_checkpoint_fi
 compares its weights with the model; ``HATRunner`` calls it, ``tools/train.py`` calls it for
 the other runners.
 """
+import glob
 import os
 import os.path as osp
-from typing import Optional
+import time
+from typing import Optional, Tuple
 
 import torch
+from mmengine.dist import barrier, get_rank
 from mmengine.runner import BaseLoop, EpochBasedTrainLoop
 from mmengine.runner.checkpoint import find_latest_checkpoint
 
@@ -21,6 +24,32 @@ from ..utils.checkpoint import (CheckpointError, compare_state_dicts, describe_m
 from .merged_param_groups import merge_param_groups
 from .non_finite_hook import bare_model
 from .timm_cosine_lr import TimmCosineLR
+
+
+EARLIER_RUN_FILES = ('epoch_*.pth', 'iter_*.pth', 'best_*.pth')
+
+
+def set_aside_earlier_run(work_dir: str, out_dir: Optional[str] = None) -> Tuple[str, int]:
+    """Move the checkpoints of an earlier run in the folder this run saves to (mmengine's
+    ``epoch_*``, ``iter_*``, ``best_*`` files of the work dir, or of
+    ``<out_dir>/<work dir name>`` with the checkpoint hook's ``out_dir``) and the work dir's
+    ``last_checkpoint`` into a new folder ``earlier_run_<time>`` there, so that a run started
+    over without ``--resume`` overwrites none of them (mmengine would, file by file). Rank 0
+    moves; every rank waits for it. Returns (that folder, the number of files moved)."""
+    folder = osp.join(out_dir, osp.basename(osp.normpath(work_dir))) if out_dir else work_dir
+    aside = osp.join(folder, time.strftime('earlier_run_%Y%m%d_%H%M%S'))
+    moved = 0
+    if get_rank() == 0:
+        files = sorted({f for pattern in EARLIER_RUN_FILES
+                        for f in glob.glob(osp.join(glob.escape(folder), pattern))})
+        files.append(osp.join(work_dir, 'last_checkpoint'))
+        os.makedirs(aside, exist_ok=True)
+        for path in files:
+            if osp.isfile(path):
+                os.replace(path, osp.join(aside, osp.basename(path)))
+                moved += 1
+    barrier()
+    return aside, moved
 
 
 def _training_max_epochs(runner, training: Optional[bool]):
@@ -57,10 +86,15 @@ def prepare_resume(runner, training: Optional[bool] = None) -> None:
         earlier = osp.isfile(osp.join(runner.work_dir, 'last_checkpoint')) and \
             find_latest_checkpoint(runner.work_dir)
         if earlier and _training_max_epochs(runner, training)[0]:  # not when testing
+            hook = (runner.cfg.get('default_hooks') or {}).get('checkpoint') or {}
+            aside, moved = set_aside_earlier_run(runner.work_dir, hook.get('out_dir'))
+            kept = osp.join(aside, osp.basename(earlier))
             runner.logger.warning(
-                f'{runner.work_dir} holds the checkpoints of an earlier run (last: {earlier}); '
-                'this run starts from epoch 0 without them and its checkpoints replace those '
-                'of the same name. To continue the earlier run instead: --resume')
+                f'{runner.work_dir} held the checkpoints of an earlier run (last: {earlier}); '
+                'this run starts from epoch 0 without them, and so that its checkpoints '
+                f'replace none of them they were moved to {aside} ({moved} files). To continue '
+                'the earlier run instead: stop this one and train with --resume '
+                f'{kept if osp.isfile(kept) else earlier}')
         return
     path = runner._load_from
     if path is None:
