@@ -5,6 +5,7 @@ import io
 import logging
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -520,3 +521,29 @@ def test_optimizer_state_is_named_by_parameter_when_the_groups_match():
         keys = [k for k, _ in optimizer_state_tensors(state, groups, model)]
         assert 'optimizer exp_avg of parameter #3' in keys and not any('weight' in k for k in keys)
     assert list(optimizer_state_tensors(None, optimizer, model)) == []
+
+
+@pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT])
+def test_an_interrupted_run_names_its_last_checkpoint_and_the_resume(
+        digits_root, tmp_path, sig):
+    """Before: Ctrl-C ended in a traceback, SIGTERM (a preemption) silently; neither said
+    which checkpoint to go on from."""
+    options = small_run_options(digits_root, train_images=32, val_images=16, epochs=200)
+    proc = subprocess.Popen(
+        [sys.executable, 'tools/train.py', DEMO_CONFIG, '--work-dir', str(tmp_path),
+         '--no-validate', '--cfg-options', *options, 'default_hooks.checkpoint.interval=1'],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1'))
+    deadline = time.time() + 300
+    while not (tmp_path / 'epoch_1.pth').is_file() and proc.poll() is None \
+            and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # into the next epochs
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig, out[-3000:]
+    last = (tmp_path / 'last_checkpoint').read_text().strip()
+    assert re.search(rf'Training stopped by {sig.name} in epoch \d+ \(iteration \d+\)\. The last '
+                     rf'checkpoint is {re.escape(last)}: continue with the same command and '
+                     rf'--resume', out), out[-3000:]
+    assert 'Traceback' not in out

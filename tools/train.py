@@ -57,7 +57,7 @@ def main(argv=None):
     args = parse_args(argv)
     import hat_mm  # noqa: F401  registers HAT parts; allow-lists mmengine checkpoint classes
     from hat_mm.datasets import check_annotation_files, enable_skip_unreadable_images
-    from hat_mm.engine import HATRunner, prepare_resume
+    from hat_mm.engine import HATRunner, prepare_resume, report_interruption
     from hat_mm.utils import (check_checkpoint_file, check_dataset_paths, check_evaluator_files,
                               check_pretrained_paths, end_process_group, init_cpu_process_group,
                               set_collective_timeout, watch_ranks)
@@ -86,7 +86,9 @@ def main(argv=None):
         runner = Runner.from_cfg(cfg)
     if not isinstance(runner, HATRunner):  # HATRunner checks it itself
         prepare_resume(runner, training=True)  # the checkpoint found (or none), checked
-    with watch_ranks(timeout):  # a lost rank is named when a collective fails
+    # a lost rank is named when a collective fails; Ctrl-C or SIGTERM (preemption) says
+    # where the run stopped and how to resume it
+    with watch_ranks(timeout), report_interruption(runner):
         runner.train()
     end_process_group()  # every rank done: a clean teardown, not the interpreter's
 
