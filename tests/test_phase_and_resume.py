@@ -286,3 +286,21 @@ def test_hat_none_is_refused_not_read_as_the_defaults():
                                              r'settings .* hat.adv_epochs=0 '
                                              r'hat.kl_after_adv=False'):
             apply_hat(cfg)
+
+
+@pytest.mark.parametrize('rank', [0, 1])
+def test_resume_says_which_file_it_loads_once_per_job(digits_root, tmp_path, rank, capsys):
+    """mmengine prints "Loads checkpoint by local backend from path: ..." with print(), so
+    every process of a resumed distributed run printed it; rank 0's copy is kept."""
+    cfg = demo_train_cfg(digits_root, tmp_path, 'once', max_epochs=1, validate=False)
+    cfg.custom_hooks = []
+    HATRunner.from_cfg(cfg).train()
+    cfg.resume, cfg.load_from = True, str(tmp_path / 'epoch_1.pth')
+    cfg.train_cfg.max_epochs = 2
+    runner = HATRunner.from_cfg(cfg)
+    runner._rank = rank
+    capsys.readouterr()
+    runner.train()
+    printed = capsys.readouterr().out
+    assert ('Loads checkpoint by local backend from path' in printed) == (rank == 0), printed
+    assert runner.epoch == 2 and runner._has_loaded

@@ -21,6 +21,8 @@ and :func:`apply_hat` rewrites the merged config before the runner is built:
 The rewritten config is the one dumped to the work dir, so it shows what actually ran.
 """
 import copy
+import io
+from contextlib import nullcontext, redirect_stdout
 
 from mmengine.config import Config, ConfigDict
 from mmengine.optim import OptimWrapperDict
@@ -187,4 +189,8 @@ class HATRunner(Runner):
 
     def load_or_resume(self) -> None:
         prepare_resume(self)
-        super().load_or_resume()
+        # mmengine prints "Loads checkpoint by local backend from path: ..." from every
+        # process (print, not its logger); rank 0's copy is the one to read
+        quiet = redirect_stdout(io.StringIO()) if self.rank > 0 else nullcontext()
+        with quiet:
+            super().load_or_resume()
