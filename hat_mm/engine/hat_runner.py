@@ -62,7 +62,7 @@ def apply_hat(cfg: Config) -> Config:
         raise KeyError('The config has no `model`; HAT needs an mmpretrain classifier.')
     model['type'] = hat_classifier_type(model.get('type', 'ImageClassifier'))
     for where, holder in (('hat', cfg), ('model.hat', model)):
-        if where.split('.')[-1] in holder and holder[where.split('.')[-1]] is None:
+        if 'hat' in holder and holder['hat'] is None:
             raise ValueError(
                 f'{where}=None would train with the default HAT settings (K=3 for 200 epochs), '
                 'not without HAT. To train without it: --cfg-options hat.adv_epochs=0 '
