@@ -363,3 +363,15 @@ def test_nested_option_typo_is_refused_and_new_keys_pass():
                                 'train_dataloader.dataset.indices': 16,
                                 'train_dataloader.batch_size': 4,
                                 'env_cfg.dist_cfg.timeout': 60})
+
+
+def test_a_work_dir_that_cannot_be_one_is_named_before_anything_is_built(tmp_path):
+    """Before: FileExistsError from os.makedirs inside mmengine's Runner."""
+    from tools.train import main
+    afile = tmp_path / 'afile'
+    afile.write_text('x')
+    for work_dir, message in ((afile, 'is a file, not a folder'),
+                              (afile / 'sub', f'cannot be made or written: {afile} is a file')):
+        with pytest.raises(SystemExit, match=re.escape(f'--work-dir {work_dir} ') + '.*'
+                                             + re.escape(message)):
+            main([DEMO_CONFIG, '--work-dir', str(work_dir)])

@@ -75,7 +75,24 @@ def load_tool_config(args: argparse.Namespace) -> Config:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    check_work_dir(cfg.work_dir)
     return cfg
+
+
+def check_work_dir(work_dir: str) -> None:
+    """Refuse a work dir that is a file, or that cannot be made (a file on its path, a
+    folder without write permission), before anything is built; nothing is created here."""
+    path = osp.abspath(work_dir)
+    if osp.exists(path) and not osp.isdir(path):
+        raise SystemExit(f'--work-dir {work_dir} is a file, not a folder: give a folder (it is '
+                         'made if missing) for the logs and checkpoints.')
+    existing = path
+    while not osp.exists(existing):
+        existing = osp.dirname(existing)
+    if not osp.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+        raise SystemExit(f'--work-dir {work_dir} cannot be made or written: {existing} is '
+                         + ('a file' if not osp.isdir(existing) else 'not writable')
+                         + '. Give a folder you can write to.')
 
 
 # Loss scaling by precision. fp16 needs dynamic loss scaling: its 5 exponent bits underflow
