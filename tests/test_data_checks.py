@@ -372,6 +372,6 @@ def test_a_work_dir_that_cannot_be_one_is_named_before_anything_is_built(tmp_pat
     afile.write_text('x')
     for work_dir, message in ((afile, 'is a file, not a folder'),
                               (afile / 'sub', f'cannot be made or written: {afile} is a file')):
-        with pytest.raises(SystemExit, match=re.escape(f'--work-dir {work_dir} ') + '.*'
-                                             + re.escape(message)):
+        pattern = re.escape(f'--work-dir {work_dir} ') + '.*' + re.escape(message)
+        with pytest.raises(SystemExit, match=pattern):
             main([DEMO_CONFIG, '--work-dir', str(work_dir)])
