@@ -31,6 +31,8 @@ def test_auto_resume_without_a_checkpoint_starts_from_the_configs_load_from(
     assert f'Load checkpoint from {start}' in res.stdout  # mmengine loaded the weights
     assert 'resumed epoch' not in res.stdout
     assert (tmp_path / 'epoch_1.pth').is_file()
+    # that start is the runner's, not a key of the config the run dumps beside its logs
+    assert 'auto_resume_load_from' not in (tmp_path / 'hat_vit_digits.py').read_text()
 
 
 def test_auto_resume_of_a_copied_work_dir_resumes_its_own_checkpoint(

@@ -45,8 +45,9 @@ def merge_args(cfg, args):
         cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
     if args.resume == 'auto':
         # the work dir's latest checkpoint; without one, the config's load_from (a fine-tuning
-        # run requeued before its first save starts from those weights, not random ones)
-        cfg.auto_resume_load_from = cfg.get('load_from')
+        # run requeued before its first save starts from those weights, not random ones; kept
+        # for the runner by main(), outside the config it dumps)
+        args.auto_resume_load_from = cfg.get('load_from')
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
@@ -84,6 +85,7 @@ def main(argv=None):
         runner = RUNNERS.build(cfg)
     else:
         runner = Runner.from_cfg(cfg)
+    runner.auto_resume_load_from = getattr(args, 'auto_resume_load_from', None)
     if not isinstance(runner, HATRunner):  # HATRunner checks it itself
         prepare_resume(runner, training=True)  # the checkpoint found (or none), checked
     # a lost rank is named when a collective fails; Ctrl-C or SIGTERM (preemption) says

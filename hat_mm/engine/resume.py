@@ -101,7 +101,7 @@ def prepare_resume(runner, training: Optional[bool] = None) -> None:
         hook = (runner.cfg.get('default_hooks') or {}).get('checkpoint') or {}
         path = latest_checkpoint_in(runner.work_dir, runner.logger, hook.get('out_dir'))
         if not path:
-            start = runner.cfg.get('auto_resume_load_from')  # set by tools/train.py
+            start = getattr(runner, 'auto_resume_load_from', None)  # set by tools/train.py
             runner.logger.warning(
                 f'--resume: no checkpoint found in {runner.work_dir} (no last_checkpoint '
                 'file); training starts from epoch 0' + (
