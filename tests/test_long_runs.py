@@ -527,7 +527,9 @@ def test_optimizer_state_is_named_by_parameter_when_the_groups_match():
 def test_an_interrupted_run_names_its_last_checkpoint_and_the_resume(
         digits_root, tmp_path, sig):
     """Before: Ctrl-C ended in a traceback, SIGTERM (a preemption) silently; neither said
-    which checkpoint to go on from."""
+    which checkpoint to go on from. The run stops at the end of an iteration, so the line
+    names the checkpoint that ``last_checkpoint`` names (a stop between mmengine's update of
+    its record and the write of that file once made them differ)."""
     options = small_run_options(digits_root, train_images=32, val_images=16, epochs=200)
     proc = subprocess.Popen(
         [sys.executable, 'tools/train.py', DEMO_CONFIG, '--work-dir', str(tmp_path),

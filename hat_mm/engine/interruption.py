@@ -2,17 +2,42 @@
 
 A run stopped by Ctrl-C (SIGINT) or by SIGTERM (Slurm's preemption and ``scancel``, torchrun
 passing its own signal on) otherwise ends in a traceback per process, or silently, with the
-log ending at its last iteration line. :func:`report_interruption` turns SIGTERM into the same
-exception as Ctrl-C around ``runner.train()``, and logs on rank 0 which checkpoint was the
-last and the ``--resume`` that continues from it; the process then exits with the shell's
-code for the signal (130, 143).
+log ending at its last iteration line. :func:`report_interruption` logs on rank 0 which
+checkpoint was the last and the ``--resume`` that continues from it; the process then exits
+with the shell's code for the signal (130, 143).
+
+The signal stops the run at the end of the iteration it arrives in (after that iteration's
+hooks, so a checkpoint being written is finished, ``last_checkpoint`` included, and the line
+names the checkpoint that file names): at most one iteration later, within the grace time
+that Slurm and torchrun give before they kill (30 s by default) for the paper configs' steps
+on GPUs; a second signal stops at once.
 """
 import contextlib
 import signal
 
+from mmengine.hooks import Hook
+
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread like Ctrl-C's ``KeyboardInterrupt``."""
+    """SIGINT or SIGTERM, raised in the main thread as Ctrl-C's ``KeyboardInterrupt``."""
+
+
+class _StopAtIterationEnd(Hook):
+    """Raises :class:`TrainingInterrupted` after the iteration in which a signal came, once
+    every other hook of that iteration has run."""
+    priority = 'LOWEST'
+
+    def __init__(self):
+        self.signum = None
+
+    def _stop_if_asked(self, *args, **kwargs) -> None:
+        if self.signum is not None:
+            raise TrainingInterrupted(self.signum)
+
+    after_train_iter = after_val_iter = _stop_if_asked
 
 
 def interruption_message(runner, signum: int) -> str:
@@ -29,12 +54,18 @@ def interruption_message(runner, signum: int) -> str:
 
 @contextlib.contextmanager
 def report_interruption(runner):
-    """Run the block (``runner.train()``) with SIGTERM raised as :class:`TrainingInterrupted`;
-    on it or on Ctrl-C, log :func:`interruption_message` (rank 0) and exit 128 + signal."""
-    def on_sigterm(signum, frame):
-        raise TrainingInterrupted(signum)
+    """Run the block (``runner.train()``) stopping at the end of an iteration on SIGINT or
+    SIGTERM (at once on a second signal); then log :func:`interruption_message` (rank 0) and
+    exit 128 + signal."""
+    stopper = _StopAtIterationEnd()
+    runner.register_hook(stopper)
 
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    def on_signal(signum, frame):
+        if stopper.signum is not None:
+            raise TrainingInterrupted(signum)
+        stopper.signum = signum
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in SIGNALS}
     try:
         yield
     except KeyboardInterrupt as err:
@@ -43,4 +74,5 @@ def report_interruption(runner):
             runner.logger.warning(interruption_message(runner, signum))
         raise SystemExit(128 + int(signum)) from None
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
